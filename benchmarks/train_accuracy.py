@@ -1,0 +1,109 @@
+"""Benchmark: held-out accuracy, confusion matrix, train time and images/s of the training recipe.
+
+With --test-dir: train on every image in --data-dir, evaluate on the labelled folder --test-dir
+(e.g. the staged CIFAR-100 test split). Without it: stratified k-fold cross-validation on
+--data-dir (each fold held out once), which is how the hyperparameters were chosen.
+
+    python benchmarks/train_accuracy.py --data-dir ../shared/data/cifar100-bikes/train --folds 5
+    python benchmarks/train_accuracy.py --data-dir data/train --test-dir data/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from local_model.classifier import CLASSES, load_model_dir
+from local_model.data import load_image_folder, stratified_folds
+from local_model.train import Hyperparameters, evaluate, train_model
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        overrides[key] = value
+    return overrides
+
+
+def run_once(train, test, hp: Hyperparameters) -> dict:
+    with tempfile.TemporaryDirectory() as model_dir:
+        start = time.perf_counter()
+        metrics = train_model(train, Path(model_dir), replace(hp, val_fraction=0.0))
+        wall = time.perf_counter() - start
+        result = evaluate(load_model_dir(Path(model_dir)), test)
+    result.update(
+        train_seconds=metrics["train_seconds"], wall_seconds=wall, train_images_per_s=metrics["train_images_per_s"]
+    )
+    return result
+
+
+def print_result(name: str, r: dict) -> None:
+    cm = r["confusion_matrix"]
+    print(
+        f"{name}: accuracy {r['accuracy']:.3f} on {r['n_images']} images | train {r['train_seconds']:.1f} s "
+        f"({r['train_images_per_s']:.0f} img/s) | inference {r['inference_images_per_s']:.0f} img/s | "
+        f"confusion (rows true {'/'.join(CLASSES)}) {cm}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder with bicycle/ and motorcycle/")
+    parser.add_argument("--test-dir", type=Path, help="labelled folder to evaluate on (else k-fold CV)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--only-folds", type=int, default=0, help="run only the first N folds (0 = all)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    parser.add_argument("--json-out", type=Path, help="append the results as one JSON line here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hp = Hyperparameters.from_dict(parse_overrides(args.set))
+    data = load_image_folder(args.data_dir)
+    print(f"hyperparameters: {hp}", flush=True)
+    results = []
+    if args.test_dir:
+        results.append(run_once(data, load_image_folder(args.test_dir), hp))
+        print_result(f"test {args.test_dir}", results[0])
+    else:
+        folds = stratified_folds(data.labels, args.folds, seed=1234)
+        for k, held in enumerate(folds[: args.only_folds or None]):
+            train_idx = np.setdiff1d(np.arange(len(data)), held)
+            results.append(run_once(data.subset(train_idx), data.subset(held), hp))
+            print_result(f"fold {k + 1}/{args.folds}", results[-1])
+    accs = [r["accuracy"] for r in results]
+    summary = {
+        "hyperparameters": vars(hp),
+        "mode": "test-dir" if args.test_dir else f"{args.folds}-fold",
+        "accuracy_mean": float(np.mean(accs)),
+        "accuracy_min": float(np.min(accs)),
+        "accuracy_max": float(np.max(accs)),
+        "train_seconds_mean": float(np.mean([r["train_seconds"] for r in results])),
+        "confusion_matrix_total": np.sum([r["confusion_matrix"] for r in results], axis=0).tolist(),
+        "runs": results,
+    }
+    print(
+        f"SUMMARY accuracy mean {summary['accuracy_mean']:.4f} (min {summary['accuracy_min']:.3f}, "
+        f"max {summary['accuracy_max']:.3f}) over {len(results)} run(s); "
+        f"train {summary['train_seconds_mean']:.1f} s mean; confusion {summary['confusion_matrix_total']}"
+    )
+    if args.json_out:
+        with open(args.json_out, "a") as f:
+            f.write(json.dumps(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The trained classifier as it is saved and loaded: weights, metadata and prediction.
+
+A model directory (SageMaker's /opt/ml/model, packed by SageMaker or by `pack_model_tar`
+into model.tar.gz) holds exactly two files:
+
+- `model.pt`: `{"state_dicts": [...]}`, one state_dict per ensemble member (no pickled modules;
+  loaded with `weights_only=True`).
+- `model.json`: architecture, class names, preprocessing constants and validation metrics.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from local_model.model import ResNet9
+
+WEIGHTS_FILE = "model.pt"
+META_FILE = "model.json"
+CLASSES = ("bicycle", "motorcycle")
+IMAGE_SIZE = 32  # pixels, square
+# Per-channel RGB mean/std of the CIFAR-100 training set, in [0, 1] units.
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+
+class ModelFormatError(Exception):
+    """A model directory or model.tar.gz is missing files or does not match this code."""
+
+
+@dataclass
+class ModelMeta:
+    architecture: str = "ResNet9"
+    width: int = 16
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    image_size: int = IMAGE_SIZE
+    mean: list[float] = field(default_factory=lambda: list(CIFAR100_MEAN))
+    std: list[float] = field(default_factory=lambda: list(CIFAR100_STD))
+    flip_tta: bool = True
+    metrics: dict = field(default_factory=dict)
+    hyperparameters: dict = field(default_factory=dict)
+    format_version: int = 1
+
+
+def build_network(meta: ModelMeta) -> torch.nn.Module:
+    if meta.architecture != "ResNet9":
+        raise ModelFormatError(f"unknown architecture {meta.architecture!r} in {META_FILE}")
+    return ResNet9(num_classes=len(meta.classes), width=meta.width)
+
+
+class Classifier:
+    """An ensemble of trained networks with the preprocessing they were trained with."""
+
+    def __init__(self, networks: list[torch.nn.Module], meta: ModelMeta):
+        if not networks:
+            raise ModelFormatError("a classifier needs at least one network")
+        self.networks = [net.eval() for net in networks]
+        self.meta = meta
+        self._mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
+        self._std = torch.tensor(meta.std).view(1, 3, 1, 1)
+
+    def normalize(self, images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """NHWC uint8 RGB images -> normalized NCHW float tensor."""
+        x = torch.as_tensor(images_uint8)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"expected NHWC RGB images, got shape {tuple(x.shape)}")
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self._mean) / self._std
+
+    @torch.inference_mode()
+    def predict_proba(self, images_uint8: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Class probabilities, shape (N, num_classes), averaged over members and flips."""
+        x = self.normalize(images_uint8)
+        views = [x, x.flip(3)] if self.meta.flip_tta else [x]
+        probs = torch.zeros(x.shape[0], len(self.meta.classes))
+        for net in self.networks:
+            for view in views:
+                probs += torch.softmax(net(view).float(), dim=1)
+        return (probs / (len(self.networks) * len(views))).numpy()
+
+
+def save_model_dir(model_dir: Path, networks: list[torch.nn.Module], meta: ModelMeta) -> None:
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state_dicts = [{k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()} for net in networks]
+    torch.save({"state_dicts": state_dicts}, model_dir / WEIGHTS_FILE)
+    (model_dir / META_FILE).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
+
+
+def load_model_dir(model_dir: Path) -> Classifier:
+    model_dir = Path(model_dir)
+    meta_path, weights_path = model_dir / META_FILE, model_dir / WEIGHTS_FILE
+    for path in (meta_path, weights_path):
+        if not path.is_file():
+            raise ModelFormatError(f"model directory {model_dir} has no {path.name}")
+    try:
+        meta = ModelMeta(**json.loads(meta_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ModelFormatError(f"{meta_path} is not a valid model description: {e}") from e
+    try:
+        payload = torch.load(weights_path, map_location="cpu", weights_only=True)
+        networks = []
+        for state_dict in payload["state_dicts"]:
+            net = build_network(meta)
+            net.load_state_dict(state_dict)
+            networks.append(net)
+    except (KeyError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise ModelFormatError(f"{weights_path} does not hold weights for {meta.architecture}: {e}") from e
+    return Classifier(networks, meta)
+
+
+def pack_model_tar(model_dir: Path, tar_path: Path) -> Path:
+    """Pack a model directory into a byte-for-byte reproducible model.tar.gz."""
+    import gzip
+
+    model_dir, tar_path = Path(model_dir), Path(tar_path)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+            info = tarfile.TarInfo(path.relative_to(model_dir).as_posix())
+            data = path.read_bytes()
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    tar_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tar_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        gz.write(buffer.getvalue())
+    return tar_path
+
+
+def unpack_model_tar(tar_path: Path, dest: Path) -> Path:
+    """Extract model.tar.gz (regular files only, no paths outside `dest`)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tar_path, "r:gz") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ModelFormatError(f"{tar_path} is not a readable model.tar.gz: {e}") from e
+    return dest

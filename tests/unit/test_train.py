@@ -1,0 +1,127 @@
+"""Training: hyperparameter parsing, the SageMaker training contract, determinism, model packaging."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from local_model import classifier, train
+from local_model.train import HyperparameterError, Hyperparameters
+
+TINY = {"epochs": "2", "width": "4", "batch_size": "8", "autoaugment": "false", "bf16": "false"}
+
+
+def make_folder(root: Path, per_class: int = 8, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(classifier.CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            pixels[..., label] = 255  # a learnable difference between the classes
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_hyperparameters_parse_sagemaker_strings():
+    hp = Hyperparameters.from_dict({"epochs": "3", "lr": "0.5", "autoaugment": "False"})
+    assert (hp.epochs, hp.lr, hp.autoaugment) == (3, 0.5, False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [({"epoch": "3"}, "unknown hyperparameters"), ({"epochs": "three"}, "epochs"), ({"bf16": "maybe"}, "bf16")],
+)
+def test_bad_hyperparameters_are_named(raw, message):
+    with pytest.raises(HyperparameterError, match=message):
+        Hyperparameters.from_dict(raw)
+
+
+def test_augment_keeps_shape_and_dtype():
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    out = train.augment(images, Hyperparameters(), None)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)
+
+
+def opt_ml_tree(root: Path, hyperparameters: dict) -> Path:
+    (root / "input/config").mkdir(parents=True)
+    (root / "input/config/hyperparameters.json").write_text(json.dumps(hyperparameters))
+    make_folder(root / "input/data/train")
+    make_folder(root / "input/data/validation", per_class=3, seed=1)
+    return root
+
+
+def test_training_entrypoint_follows_the_sagemaker_contract(tmp_path, monkeypatch):
+    for var in ("SM_MODEL_DIR", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_OUTPUT_FAILURE"):
+        monkeypatch.delenv(var, raising=False)
+    root = opt_ml_tree(tmp_path / "opt_ml", TINY)
+    assert train.main(["--opt-ml", str(root)]) == 0
+    assert not (root / "output/failure").exists()
+    meta = json.loads((root / "model/model.json").read_text())
+    assert meta["classes"] == ["bicycle", "motorcycle"] and meta["width"] == 4
+    assert meta["metrics"]["validation"]["n_images"] == 6  # the validation channel, not a holdout
+    assert meta["mean"] == list(classifier.CIFAR100_MEAN)
+    loaded = classifier.load_model_dir(root / "model")
+    probs = loaded.predict_proba(np.zeros((2, 32, 32, 3), dtype=np.uint8))
+    assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_sm_environment_variables_override_the_paths(tmp_path, monkeypatch):
+    root = opt_ml_tree(tmp_path / "opt_ml", TINY)
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(make_folder(tmp_path / "other_train")))
+    assert train.main(["--opt-ml", str(root)]) == 0
+    assert (tmp_path / "elsewhere/model.pt").is_file() and not (root / "model").exists()
+
+
+def test_training_failure_writes_the_failure_file_and_exits_nonzero(tmp_path, monkeypatch):
+    for var in ("SM_MODEL_DIR", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_OUTPUT_FAILURE"):
+        monkeypatch.delenv(var, raising=False)
+    root = opt_ml_tree(tmp_path / "opt_ml", TINY)
+    for png in (root / "input/data/train/motorcycle").glob("*.png"):
+        png.unlink()
+    assert train.main(["--opt-ml", str(root)]) == 1
+    failure = (root / "output/failure").read_text()
+    assert failure.startswith("MissingClassError") and "motorcycle" in failure
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    hp = Hyperparameters.from_dict({**TINY, "autoaugment": "true", "val_fraction": "0"})
+    folder = make_folder(tmp_path / "data")
+    from local_model.data import load_image_folder
+
+    images = load_image_folder(folder)
+    a = train.train_network(images, hp, seed=3).state_dict()
+    b = train.train_network(images, hp, seed=3).state_dict()
+    c = train.train_network(images, hp, seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_model_tar_is_reproducible_and_round_trips(tmp_path):
+    from local_model.model import ResNet9
+
+    torch.manual_seed(0)
+    nets = [ResNet9(width=4), ResNet9(width=4)]
+    classifier.save_model_dir(tmp_path / "m", nets, classifier.ModelMeta(width=4))
+    first = classifier.pack_model_tar(tmp_path / "m", tmp_path / "a/model.tar.gz").read_bytes()
+    second = classifier.pack_model_tar(tmp_path / "m", tmp_path / "b/model.tar.gz").read_bytes()
+    assert first == second
+    loaded = classifier.load_model_dir(classifier.unpack_model_tar(tmp_path / "a/model.tar.gz", tmp_path / "x"))
+    assert len(loaded.networks) == 2
+    x = torch.zeros(1, 3, 32, 32)
+    assert torch.allclose(loaded.networks[1].eval()(x), nets[1].eval()(x))
+
+
+def test_loading_a_broken_model_dir_is_a_named_error(tmp_path):
+    with pytest.raises(classifier.ModelFormatError, match=r"model\.json"):
+        classifier.load_model_dir(tmp_path)
+    (tmp_path / "model.json").write_text("{}")
+    (tmp_path / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(classifier.ModelFormatError, match=r"model\.pt"):
+        classifier.load_model_dir(tmp_path)
