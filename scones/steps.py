@@ -1,0 +1,190 @@
+"""The workflow's steps as plain functions (the CLI and the tests call these): stage, train, evaluate."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from local_model import classifier, data
+from local_model import train as training
+
+HOLDOUT_FRACTION = 0.2  # of an image folder without a test split, held out from training for evaluation
+HOLDOUT_SEED = 20261125
+QUICK_HYPERPARAMETERS = {"epochs": "15"}  # enough to see the pipeline work, not for accuracy
+
+
+class StepError(Exception):
+    """A step cannot run; the message says what to do."""
+
+
+@dataclass
+class StagedData:
+    root: Path  # <workdir>/data: train/ and test/ with bicycle/ and motorcycle/, plus .lst manifests
+    source: str  # where the images came from
+    test_is_holdout: bool  # test/ was held out of an image folder that had no test split
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def test_dir(self) -> Path:
+        return self.root / "test"
+
+    def describe(self) -> dict:
+        counts = {
+            split: {name: len(list((self.root / split / name).glob("*"))) for name in classifier.CLASSES}
+            for split in data.SPLITS
+        }
+        return {"root": str(self.root), "source": self.source, "test_is_holdout": self.test_is_holdout, **counts}
+
+
+@dataclass
+class ModelPaths:
+    opt_ml: Path  # the SageMaker /opt/ml tree the training entrypoint runs against
+    model_dir: Path
+    tarball: Path
+
+
+@dataclass
+class TrainedModel:
+    tarball: Path
+    sha256: str
+    metrics: dict
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise StepError(f"hyperparameter overrides are KEY=VALUE, got {pair!r}")
+        overrides[key] = value
+    return overrides
+
+
+def _find_split(folder: Path, split: str) -> Path | None:
+    if (folder / split).is_dir():
+        return folder / split
+    if split == "train" and all((folder / name).is_dir() for name in classifier.CLASSES):
+        return folder
+    return None
+
+
+def _link_split(images: data.ImageSet, source_dir: Path, dest_root: Path, split: str, indices) -> None:
+    """Symlink the chosen images into dest_root/split (no copies) and write the split's .lst."""
+    rows = []
+    for n, i in enumerate(indices):
+        rel = images.paths[i]
+        target = dest_root / split / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to((source_dir / rel).resolve())
+        rows.append(f"{n}\t{images.labels[i]}\t{rel}")
+    (dest_root / f"{split}.lst").write_text("\n".join(rows) + "\n")
+
+
+def stage_data(workdir: Path, data_dir: Path | None = None, cache_dir: Path | None = None) -> StagedData:
+    """Stage into <workdir>/data: from --data-dir (linked, never copied) or by downloading CIFAR-100."""
+    root = Path(workdir) / "data"
+    marker = root / "staged.json"
+    source = str(Path(data_dir).resolve()) if data_dir else data.CIFAR100_URL
+    if marker.is_file():
+        previous = json.loads(marker.read_text())
+        if previous["source"] == source:
+            return StagedData(root, source, previous["test_is_holdout"])
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        if data_dir is None:
+            data.stage_cifar100(root, cache_dir or Path(workdir) / "cache")
+            test_is_holdout = False
+        else:
+            test_is_holdout = _stage_folder(Path(data_dir), root)
+    except data.DataError as e:
+        shutil.rmtree(root, ignore_errors=True)
+        raise StepError(str(e)) from e
+    marker.write_text(json.dumps({"source": source, "test_is_holdout": test_is_holdout}))
+    return StagedData(root, source, test_is_holdout)
+
+
+def _stage_folder(data_dir: Path, root: Path) -> bool:
+    if not data_dir.is_dir():
+        raise StepError(f"--data-dir {data_dir} is not a directory")
+    train_dir = _find_split(data_dir, "train")
+    if train_dir is None:
+        raise StepError(f"{data_dir} has neither train/ nor bicycle/ and motorcycle/ folders")
+    train_images = data.load_image_folder(train_dir)  # validates every image before staging
+    test_dir = _find_split(data_dir, "test")
+    if test_dir is not None:
+        test_images = data.load_image_folder(test_dir)
+        _link_split(train_images, train_dir, root, "train", range(len(train_images)))
+        _link_split(test_images, test_dir, root, "test", range(len(test_images)))
+        return False
+    train_idx, held_idx = data.holdout_split(train_images.labels, HOLDOUT_FRACTION, HOLDOUT_SEED)
+    _link_split(train_images, train_dir, root, "train", train_idx)
+    _link_split(train_images, train_dir, root, "test", held_idx)
+    return True
+
+
+def model_paths(workdir: Path) -> ModelPaths:
+    opt_ml = Path(workdir) / "opt_ml"
+    return ModelPaths(opt_ml=opt_ml, model_dir=opt_ml / "model", tarball=Path(workdir) / "model" / "model.tar.gz")
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool = False) -> TrainedModel:
+    """Run the SageMaker training entrypoint in-process against <workdir>/opt_ml; pack model.tar.gz."""
+    paths = model_paths(workdir)
+    hyperparameters = {**(QUICK_HYPERPARAMETERS if quick else {}), **overrides}
+    try:
+        training.Hyperparameters.from_dict(hyperparameters)
+    except training.HyperparameterError as e:
+        raise StepError(str(e)) from e
+    shutil.rmtree(paths.opt_ml, ignore_errors=True)
+    config = paths.opt_ml / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    channel = paths.opt_ml / "input" / "data" / "train"
+    channel.parent.mkdir(parents=True)
+    channel.symlink_to(staged.train_dir.resolve())
+    # The SM_* variables, when set by a caller's environment, would point the job elsewhere.
+    env_backup = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SM_")}
+    try:
+        metrics = training.run_training_job(training.TrainingPaths.resolve(paths.opt_ml))
+    except data.DataError as e:
+        raise StepError(str(e)) from e
+    finally:
+        os.environ.update(env_backup)
+    classifier.pack_model_tar(paths.model_dir, paths.tarball)
+    return TrainedModel(paths.tarball, sha256_of(paths.tarball), metrics)
+
+
+def evaluate_model(workdir: Path, staged: StagedData) -> dict:
+    """Accuracy and confusion matrix of the trained model (in-process) on the staged test images."""
+    paths = model_paths(workdir)
+    if not paths.model_dir.is_dir():
+        raise StepError(f"no trained model in {paths.model_dir}; run `scones train` first")
+    model = classifier.load_model_dir(paths.model_dir)
+    report = training.evaluate(model, data.load_image_folder(staged.test_dir))
+    report["test_is_holdout"] = staged.test_is_holdout
+    return report
+
+
+def format_evaluation(report: dict) -> str:
+    cm = np.asarray(report["confusion_matrix"])
+    names = classifier.CLASSES
+    what = "held-out training images" if report.get("test_is_holdout") else "test images"
+    lines = [f"accuracy {report['accuracy']:.3f} on {report['n_images']} {what}"]
+    lines.append("confusion matrix (rows: true class, columns: predicted):")
+    lines.append(" " * 12 + "".join(f"{n:>12}" for n in names))
+    for name, row in zip(names, cm, strict=True):
+        lines.append(f"{name:>12}" + "".join(f"{v:>12}" for v in row))
+    return "\n".join(lines)
