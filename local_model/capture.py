@@ -1,0 +1,441 @@
+"""Model Monitor data capture in SageMaker's own format, written in the background to S3 or a local folder.
+
+Files land where SageMaker puts them, so Model Monitor jobs and our CLI read both alike:
+
+    <destination>/<endpoint-name>/AllTraffic/YYYY/MM/DD/HH/<MM>-<SS>-<mmm>-<uuid>.jsonl
+
+one JSON record per line:
+
+    {"captureData": {"endpointInput":  {"observedContentType": ..., "mode": "INPUT",  "data": <base64>,
+                                        "encoding": "BASE64"},
+                     "endpointOutput": {"observedContentType": ..., "mode": "OUTPUT", "data": <JSON text>,
+                                        "encoding": "JSON"}},
+     "eventMetadata": {"eventId": <uuid>, "inferenceTime": "2024-05-01T12:34:56Z"[, "inferenceId": ...]},
+     "eventVersion": "0"}
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import random
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+VARIANT_NAME = "AllTraffic"  # SageMaker's default production variant, the only one this server has
+EVENT_VERSION = "0"
+# Captured bodies wait in memory until the writer thread stores them; past this many bytes new
+# captures are dropped (and counted) rather than letting a slow S3 grow the server without bound.
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+JSON_OUTPUT_TYPES = ("application/json",)
+
+
+class CaptureError(Exception):
+    """Data capture is misconfigured or captured data cannot be read back."""
+
+
+class CaptureDestinationError(CaptureError):
+    """The capture destination is neither `s3://bucket[/prefix]` nor a local folder."""
+
+
+def s3_client():
+    """The one S3 client of the container: endpoint from AWS_ENDPOINT_URL(_S3), retries from botocore."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
+
+@dataclass(frozen=True)
+class CaptureDestination:
+    """Where capture files go: an S3 bucket and key prefix, or a local folder."""
+
+    uri: str
+    bucket: str | None = None
+    prefix: str = ""
+    folder: Path | None = None
+
+    @classmethod
+    def parse(cls, uri: str | os.PathLike) -> CaptureDestination:
+        uri = str(uri or "").strip()
+        if not uri:
+            raise CaptureDestinationError("the capture destination is empty")
+        if uri.startswith("s3://"):
+            bucket, _, prefix = uri[len("s3://") :].partition("/")
+            if not bucket:
+                raise CaptureDestinationError(f"capture destination {uri!r} names no bucket")
+            return cls(uri=uri, bucket=bucket, prefix=prefix.strip("/"))
+        if "://" in uri and not uri.startswith("file://"):
+            raise CaptureDestinationError(f"capture destination {uri!r} is neither s3://bucket/prefix nor a folder")
+        folder = Path(uri.removeprefix("file://")).expanduser()
+        return cls(uri=uri, folder=folder)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.bucket is not None
+
+    def key(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+
+def format_inference_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # the precision SageMaker writes
+
+
+def capture_file_name(endpoint_name: str, when: datetime, file_id: str | None = None) -> str:
+    """`<endpoint>/AllTraffic/YYYY/MM/DD/HH/MM-SS-mmm-<uuid>.jsonl`, relative to the destination."""
+    when = when.astimezone(UTC)
+    stamp = f"{when:%M-%S}-{when.microsecond // 1000:03d}"
+    return f"{endpoint_name}/{VARIANT_NAME}/{when:%Y/%m/%d/%H}/{stamp}-{file_id or uuid.uuid4()}.jsonl"
+
+
+def build_capture_record(
+    input_body: bytes,
+    input_content_type: str,
+    output_body: str,
+    output_content_type: str,
+    *,
+    event_id: str | None = None,
+    inference_time: datetime | None = None,
+    inference_id: str | None = None,
+) -> dict:
+    """One capture record exactly as SageMaker writes it (images are not JSON or CSV, hence BASE64)."""
+    if output_content_type.split(";")[0].strip().lower() in JSON_OUTPUT_TYPES:
+        output_data, output_encoding = output_body, "JSON"
+    else:
+        output_data, output_encoding = base64.b64encode(output_body.encode()).decode("ascii"), "BASE64"
+    metadata = {
+        "eventId": event_id or str(uuid.uuid4()),
+        "inferenceTime": format_inference_time(inference_time or datetime.now(UTC)),
+    }
+    if inference_id:
+        metadata["inferenceId"] = inference_id
+    return {
+        "captureData": {
+            "endpointInput": {
+                "observedContentType": input_content_type,
+                "mode": "INPUT",
+                "data": base64.b64encode(input_body).decode("ascii"),
+                "encoding": "BASE64",
+            },
+            "endpointOutput": {
+                "observedContentType": output_content_type,
+                "mode": "OUTPUT",
+                "data": output_data,
+                "encoding": output_encoding,
+            },
+        },
+        "eventMetadata": metadata,
+        "eventVersion": EVENT_VERSION,
+    }
+
+
+def _write_file(destination: CaptureDestination, relative: str, data: bytes, client) -> None:
+    if destination.is_s3:
+        client.put_object(
+            Bucket=destination.bucket, Key=destination.key(relative), Body=data, ContentType="application/jsonl"
+        )
+        return
+    path = destination.folder / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)  # readers never see half a file
+
+
+@dataclass
+class _PendingCapture:
+    endpoint_name: str
+    when: datetime
+    input_body: bytes
+    input_content_type: str
+    output_body: str
+    output_content_type: str
+    inference_id: str | None
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class CaptureWriter:
+    """Samples requests and writes them in SageMaker's capture format from a background thread.
+
+    `capture()` only appends to an in-memory buffer, so a request never waits for, or fails because of,
+    storage. The thread writes one file per endpoint and hour every `flush_interval_s`; `close()` writes
+    everything still buffered (the server calls it on shutdown).
+    """
+
+    def __init__(
+        self,
+        destination: str | os.PathLike | CaptureDestination,
+        *,
+        sampling_percentage: float = 100.0,
+        flush_interval_s: float = 1.0,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+        client_factory: Callable[[], object] = s3_client,
+        random_fn: Callable[[], float] = random.random,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        if not 0.0 <= sampling_percentage <= 100.0:
+            raise CaptureError(f"sampling percentage {sampling_percentage} is not between 0 and 100")
+        self.destination = (
+            destination if isinstance(destination, CaptureDestination) else CaptureDestination.parse(destination)
+        )
+        self.sampling_percentage = sampling_percentage
+        self.flush_interval_s = flush_interval_s
+        self.max_buffered_bytes = max_buffered_bytes
+        self._client_factory = client_factory
+        self._client = None
+        self._random = random_fn
+        self._clock = clock
+        self._pending: deque[_PendingCapture] = deque()
+        self._pending_bytes = 0
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.records_written = 0
+        self.records_dropped = 0
+        self.write_failures = 0
+
+    def start(self) -> CaptureWriter:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
+            self._thread.start()
+            logger.info("capturing %.4g%% of requests to %s", self.sampling_percentage, self.destination.uri)
+        return self
+
+    def sampled(self) -> bool:
+        """Decide for one request whether it is captured."""
+        return self.sampling_percentage >= 100.0 or self._random() * 100.0 < self.sampling_percentage
+
+    def capture(
+        self,
+        endpoint_name: str,
+        input_body: bytes,
+        input_content_type: str,
+        output_body: str,
+        output_content_type: str,
+        inference_id: str | None = None,
+    ) -> bool:
+        """Buffer one request/response pair (after sampling). Returns whether it was buffered; never raises."""
+        try:
+            if not self.sampled():
+                return False
+            size = len(input_body) + len(output_body)
+            with self._lock:
+                if self._pending_bytes + size > self.max_buffered_bytes:
+                    self.records_dropped += 1
+                    if self.records_dropped == 1 or self.records_dropped % 1000 == 0:
+                        logger.warning(
+                            "capture buffer full (%d bytes); %d captures dropped so far",
+                            self._pending_bytes,
+                            self.records_dropped,
+                        )
+                    return False
+                self._pending.append(
+                    _PendingCapture(
+                        endpoint_name,
+                        self._clock(),
+                        bytes(input_body),
+                        input_content_type,
+                        output_body,
+                        output_content_type,
+                        inference_id,
+                    )
+                )
+                self._pending_bytes += size
+            return True
+        except Exception:
+            logger.exception("could not buffer a capture record; the request is unaffected")
+            return False
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> int:
+        """Write everything buffered now. Returns the number of records written."""
+        with self._write_lock:  # the thread and close() may both flush; files must not interleave
+            with self._lock:
+                batch = list(self._pending)
+                self._pending.clear()
+                self._pending_bytes = 0
+            if not batch:
+                return 0
+            groups: dict[tuple[str, str], list[_PendingCapture]] = {}
+            for item in batch:
+                groups.setdefault((item.endpoint_name, f"{item.when.astimezone(UTC):%Y%m%d%H}"), []).append(item)
+            written = 0
+            for items in groups.values():
+                written += self._write_group(items)
+            return written
+
+    def _write_group(self, items: list[_PendingCapture]) -> int:
+        first = items[0]
+        relative = capture_file_name(first.endpoint_name, first.when)
+        try:
+            lines = [
+                json.dumps(
+                    build_capture_record(
+                        item.input_body,
+                        item.input_content_type,
+                        item.output_body,
+                        item.output_content_type,
+                        event_id=item.event_id,
+                        inference_time=item.when,
+                        inference_id=item.inference_id,
+                    ),
+                    separators=(",", ":"),
+                )
+                for item in items
+            ]
+            if self.destination.is_s3 and self._client is None:
+                self._client = self._client_factory()
+            _write_file(self.destination, relative, ("\n".join(lines) + "\n").encode(), self._client)
+        except Exception as e:
+            # Capture is best effort: losing a batch is logged, never raised into the server.
+            self.write_failures += 1
+            self.records_dropped += len(items)
+            logger.error(
+                "could not write %d capture records to %s (%s): %s",
+                len(items),
+                self.destination.uri,
+                relative,
+                e,
+            )
+            return 0
+        self.records_written += len(items)
+        return len(items)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                logger.exception("capture writer failed; continuing")
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop the thread and write everything still buffered."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                logger.error("capture writer did not stop within %.0f s", timeout_s)
+            self._thread = None
+        self.flush()
+        if self.records_dropped:
+            logger.warning("%d capture records were dropped in total", self.records_dropped)
+
+
+# Reading captured data back (for the CLI and tests).
+
+
+@dataclass(frozen=True)
+class CapturedInference:
+    """One captured request/response, decoded."""
+
+    endpoint_name: str
+    event_id: str
+    inference_time: str
+    input_content_type: str
+    input_body: bytes
+    output_content_type: str
+    output: object  # the parsed JSON answer, e.g. [p_bicycle, p_motorcycle]; text for other encodings
+    source: str  # the file the record came from
+    record: dict  # the raw record as stored
+
+    @classmethod
+    def from_record(cls, record: dict, endpoint_name: str, source: str) -> CapturedInference:
+        try:
+            data_in = record["captureData"]["endpointInput"]
+            data_out = record["captureData"]["endpointOutput"]
+            meta = record["eventMetadata"]
+            body = base64.b64decode(data_in["data"]) if data_in["encoding"] == "BASE64" else data_in["data"].encode()
+            if data_out["encoding"] == "JSON":
+                output = json.loads(data_out["data"])
+            elif data_out["encoding"] == "BASE64":
+                output = base64.b64decode(data_out["data"]).decode()
+            else:  # CSV: kept as text
+                output = data_out["data"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CaptureError(f"{source} holds a record that is not in SageMaker's capture format: {e}") from e
+        return cls(
+            endpoint_name=endpoint_name,
+            event_id=meta.get("eventId", ""),
+            inference_time=meta.get("inferenceTime", ""),
+            input_content_type=data_in.get("observedContentType", ""),
+            input_body=body,
+            output_content_type=data_out.get("observedContentType", ""),
+            output=output,
+            source=source,
+            record=record,
+        )
+
+
+def list_capture_files(
+    destination: str | os.PathLike | CaptureDestination, endpoint_name: str | None = None, client=None
+) -> list[str]:
+    """Capture files (S3 keys or local paths) under the destination, oldest first within each endpoint."""
+    dest = destination if isinstance(destination, CaptureDestination) else CaptureDestination.parse(destination)
+    below = f"{endpoint_name}/{VARIANT_NAME}/" if endpoint_name else ""
+    if dest.is_s3:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = client or s3_client()
+        prefix = dest.key(below) if below else (f"{dest.prefix}/" if dest.prefix else "")
+        keys = []
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=dest.bucket, Prefix=prefix):
+                keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(".jsonl")]
+        except (BotoCoreError, ClientError) as e:
+            raise CaptureError(f"cannot list captured data under {dest.uri}: {e}") from e
+        return sorted(keys)
+    root = dest.folder / below if below else dest.folder
+    if not root.is_dir():
+        return []
+    return sorted(str(path) for path in root.rglob("*.jsonl") if f"/{VARIANT_NAME}/" in path.as_posix())
+
+
+def _endpoint_of(path: str) -> str:
+    """`.../<endpoint>/AllTraffic/YYYY/MM/DD/HH/file.jsonl` -> `<endpoint>`."""
+    parts = path.split("/")
+    return parts[-7] if len(parts) >= 7 and parts[-6] == VARIANT_NAME else ""
+
+
+def read_captured_inferences(
+    destination: str | os.PathLike | CaptureDestination, endpoint_name: str | None = None, client=None
+) -> Iterator[CapturedInference]:
+    """Every captured inference under the destination, in the order the files were written."""
+    dest = destination if isinstance(destination, CaptureDestination) else CaptureDestination.parse(destination)
+    if dest.is_s3:
+        client = client or s3_client()
+    for name in list_capture_files(dest, endpoint_name, client):
+        source = f"s3://{dest.bucket}/{name}" if dest.is_s3 else name
+        try:
+            if dest.is_s3:
+                text = client.get_object(Bucket=dest.bucket, Key=name)["Body"].read().decode()
+            else:
+                text = Path(name).read_text()
+        except Exception as e:  # botocore, OS and decoding errors alike: name the file
+            raise CaptureError(f"cannot read captured data {source}: {e}") from e
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CaptureError(f"{source} line {number} is not JSON: {e}") from e
+            yield CapturedInference.from_record(record, _endpoint_of(name), f"{source}:{number}")

@@ -1,0 +1,238 @@
+"""The model server: SageMaker's inference container contract on Starlette + uvicorn.
+
+- `GET /ping`: 200 once the model is loaded, 503 (with the reason) if it could not be.
+- `POST /invocations`: the container contract; image bytes in, `[p_bicycle, p_motorcycle]` out.
+- `POST /endpoints/{name}/invocations`: the SageMaker Runtime API path, answering as the Runtime service
+  does (container errors wrapped as `ModelError`, HTTP 424), so `boto3.client("sagemaker-runtime")` with
+  AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME pointing here works unchanged.
+
+Run: `python -m local_model.serve [--model-dir D] [--host H] [--port P]` (settings: local_model.settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from local_model import inference
+from local_model.capture import CaptureWriter
+from local_model.inference import BodyTooLargeError, EmptyBodyError, InferenceRequestError
+from local_model.settings import ServeSettings, SettingsError, read_serve_settings
+
+logger = logging.getLogger("local_model.serve")  # not __name__: that is "__main__" under `python -m`
+
+# SageMaker's own rule for endpoint names; it also keeps the name safe to use in capture file paths.
+ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+INFERENCE_ID_HEADER = "x-amzn-sagemaker-inference-id"
+INVOKED_VARIANT_HEADER = "x-Amzn-Invoked-Production-Variant"
+# Bodies up to this size are decoded on the event loop: a 32x32 PNG decodes in microseconds, and the hop
+# to a worker thread would cost more than the work. Larger ones (photos) go to a thread so /ping stays live.
+INLINE_DECODE_MAX_BYTES = 64 * 1024
+
+
+class ModelNotLoadedError(InferenceRequestError):
+    """The model failed to load, so the server cannot answer invocations."""
+
+    status = 503
+
+
+@dataclass
+class ServerState:
+    settings: ServeSettings
+    model: object | None = None
+    load_error: str | None = None
+    capture: CaptureWriter | None = None
+
+
+def load_model(settings: ServeSettings):
+    """Load and warm the model; returns (model, None) or (None, reason) so the server can report it."""
+    torch.set_num_threads(settings.torch_threads)
+    try:
+        model = inference.model_fn(settings.model_dir)
+        # The first forward pass builds oneDNN kernels (tens of ms); pay it here, not on a user's request.
+        inference.predict_fn(np.zeros((1, 32, 32, 3), dtype=np.uint8), model)
+        return model, None
+    except Exception as e:  # any failure must leave a server that says why on /ping, not a crash loop
+        logger.exception("could not load the model from %s", settings.model_dir)
+        return None, f"{type(e).__name__}: {e}"
+
+
+def error_response(error: InferenceRequestError) -> JSONResponse:
+    return JSONResponse({"error": type(error).__name__, "message": str(error)}, status_code=error.status)
+
+
+async def read_body(stream: AsyncIterator[bytes], declared_length: str | None, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes without ever holding more than that."""
+    if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+        raise BodyTooLargeError(f"request body is {declared_length} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(f"request body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def answer(state: ServerState, body: bytes, content_type: str | None, accept: str | None) -> tuple[str, str]:
+    """The four SageMaker handlers in order; raises InferenceRequestError for anything the client got wrong."""
+    if state.model is None:
+        raise ModelNotLoadedError(f"the model is not loaded: {state.load_error}")
+    inference.check_accept(accept)  # first: no point decoding an image we cannot answer in the asked format
+    data = inference.input_fn(body, content_type, state.settings.max_image_pixels)
+    return inference.output_fn(inference.predict_fn(data, state.model), accept)
+
+
+async def invoke(request: Request, endpoint_name: str) -> Response:
+    state: ServerState = request.app.state.server
+    content_type = request.headers.get("content-type")
+    accept = request.headers.get("accept")
+    try:
+        inference.check_content_type(content_type)  # refuse before reading a body we would not use
+        # A refused body is left unread: uvicorn discards the rest, so the client still gets our answer.
+        body = await read_body(request.stream(), request.headers.get("content-length"), state.settings.max_body_bytes)
+        if not body:
+            raise EmptyBodyError("the request body is empty; send the image bytes")
+        if len(body) <= INLINE_DECODE_MAX_BYTES:
+            text, media = answer(state, body, content_type, accept)
+        else:
+            text, media = await run_in_threadpool(answer, state, body, content_type, accept)
+    except InferenceRequestError as e:
+        return error_response(e)
+    except Exception as e:
+        # A bug on our side, not the client's: still a JSON answer naming the failure, and the server lives on.
+        logger.exception("unexpected error while answering %s", request.url.path)
+        return JSONResponse(
+            {"error": "InternalServerError", "message": f"unexpected {type(e).__name__}; see the server log"},
+            status_code=500,
+        )
+    if state.capture is not None:
+        state.capture.capture(endpoint_name, body, content_type, text, media, request.headers.get(INFERENCE_ID_HEADER))
+    return Response(text, media_type=media)
+
+
+async def ping(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    if state.model is None:
+        return error_response(ModelNotLoadedError(f"the model is not loaded: {state.load_error}"))
+    return JSONResponse({"status": "healthy"})
+
+
+async def invocations(request: Request) -> Response:
+    return await invoke(request, request.app.state.server.settings.capture.endpoint_name)
+
+
+async def runtime_invocations(request: Request) -> Response:
+    """The SageMaker Runtime InvokeEndpoint API: container errors come back as ModelError (424)."""
+    name = request.path_params["endpoint_name"]
+    if not ENDPOINT_NAME_PATTERN.match(name):
+        return JSONResponse(
+            {"message": f"endpoint name {name!r} does not satisfy {ENDPOINT_NAME_PATTERN.pattern}"},
+            status_code=400,
+            headers={"x-amzn-ErrorType": "ValidationError"},
+        )
+    response = await invoke(request, name)
+    if response.status_code == 200:
+        response.headers[INVOKED_VARIANT_HEADER] = "AllTraffic"
+        return response
+    original = response.body.decode()
+    return JSONResponse(
+        {
+            "ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+            "Message": f"Received client error ({response.status_code}) from primary with message {original}",
+            "OriginalStatusCode": response.status_code,
+            "OriginalMessage": original,
+        },
+        status_code=424,
+        headers={"x-amzn-ErrorType": "ModelError"},
+    )
+
+
+def create_app(settings: ServeSettings | None = None, model=None) -> Starlette:
+    """The ASGI app. Settings are read from the environment now unless given; the model loads at startup."""
+    settings = settings or read_serve_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        state = ServerState(settings=settings)
+        if model is not None:
+            state.model = model
+        else:
+            state.model, state.load_error = load_model(settings)
+        if settings.capture.enabled:
+            state.capture = CaptureWriter(
+                settings.capture.destination,
+                sampling_percentage=settings.capture.sampling_percentage,
+                flush_interval_s=settings.capture.flush_interval_s,
+            ).start()
+        app.state.server = state
+        try:
+            yield
+        finally:
+            if state.capture is not None:
+                state.capture.close()  # everything buffered reaches the destination before exit
+
+    return Starlette(
+        routes=[
+            Route("/ping", ping, methods=["GET"]),
+            Route("/invocations", invocations, methods=["POST"]),
+            Route("/endpoints/{endpoint_name}/invocations", runtime_invocations, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local_model.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, help="model directory (or model.tar.gz); default from env")
+    parser.add_argument("--host", help="address to bind; default 127.0.0.1 (the container passes 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to bind; default 8080")
+    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    args = parse_args(argv)
+    try:
+        settings = read_serve_settings()
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    settings = replace(
+        settings,
+        model_dir=args.model_dir or settings.model_dir,
+        host=args.host or settings.host,
+        port=settings.port if args.port is None else args.port,
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logger.info("serving %s on http://%s:%d", settings.model_dir, settings.host, settings.port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=not args.no_access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
