@@ -106,9 +106,7 @@ def _read_pickle_member(tar: tarfile.TarFile, archive: Path, name: str) -> dict:
     if member is None:
         raise CorruptArchiveError(f"{archive} has no cifar-100-python/{name} member")
     try:
-        return pickle.load(
-            tar.extractfile(member), encoding="bytes"
-        )  # CIFAR ships pickles; checksum checked upstream
+        return pickle.load(tar.extractfile(member), encoding="bytes")  # CIFAR ships pickles; checksum checked upstream
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
         raise CorruptArchiveError(f"{archive}: member {member.name} is not a CIFAR pickle: {e}") from e
 
