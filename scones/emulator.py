@@ -1,0 +1,276 @@
+"""The embedded AWS emulator: ministack started as a child process on 127.0.0.1, or the emulator
+that AWS_ENDPOINT_URL already points at (LocalStack from docker compose, for instance).
+
+Dummy credentials and a region exist only in the environments made here, for the emulator's
+process and for sessions that talk to an emulator: never on a code path that reaches AWS.
+Quirks of ministack that matter to this project: cloud/EMULATORS.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+LOCAL_REGION = "us-east-1"
+# Emulators accept any credentials; these exist so boto3 can sign requests.
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+# Answered by ministack and by LocalStack alike.
+HEALTH_PATH = "/_localstack/health"
+
+
+class EmulatorError(RuntimeError):
+    """The emulator could not be started or reached; the message says what to do."""
+
+
+class EmulatorPortTakenError(EmulatorError):
+    """Something else listens on the emulator's port."""
+
+
+def local_aws_environment(endpoint_url: str, region: str = LOCAL_REGION) -> dict[str, str]:
+    """Environment variables that point boto3 at an emulator, with dummy credentials."""
+    return {"AWS_ENDPOINT_URL": endpoint_url, "AWS_DEFAULT_REGION": region, **LOCAL_CREDENTIALS}
+
+
+@contextlib.contextmanager
+def aws_environment_for(endpoint_url: str) -> Iterator[dict[str, str]]:
+    """Point this process's AWS clients at an emulator for the duration of the block: the endpoint,
+    dummy credentials, a region (the one set, else LOCAL_REGION); per-service endpoints and profiles
+    are removed so that no client can reach AWS. The previous environment is restored after."""
+    saved = dict(os.environ)
+    removed = [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL_") or n in ("AWS_PROFILE", "AWS_SESSION_TOKEN")]
+    for name in removed:
+        del os.environ[name]
+    environment = local_aws_environment(endpoint_url, os.environ.get("AWS_DEFAULT_REGION") or LOCAL_REGION)
+    os.environ.update(environment)
+    try:
+        yield environment
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def is_reachable(endpoint_url: str, timeout_s: float = 2.0) -> bool:
+    """Whether anything answers HTTP at `endpoint_url` (an error status counts as an answer)."""
+    try:
+        with urllib.request.urlopen(endpoint_url.rstrip("/") + HEALTH_PATH, timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Ministack:
+    """ministack in a child process: `with Ministack() as emulator: emulator.endpoint_url`.
+
+    It runs with this interpreter, so the Lambda handlers it starts (as local processes, with the
+    same interpreter) import this environment's boto3, the one matching ministack's pinned botocore.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        region: str = LOCAL_REGION,
+        startup_timeout_s: float = 60.0,
+        work_dir: Path | None = None,
+    ):
+        self._requested_port = port
+        self.port = port
+        self.region = region
+        self.startup_timeout_s = startup_timeout_s
+        self._work_dir = work_dir
+        self._own_work_dir: tempfile.TemporaryDirectory | None = None
+        self._process: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def endpoint_url(self) -> str:
+        if self.port is None:
+            raise EmulatorError("ministack has not been started")
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "ministack.log"
+
+    @property
+    def work_dir(self) -> Path:
+        if self._work_dir is None:
+            self._own_work_dir = tempfile.TemporaryDirectory(prefix="scones-ministack-")
+            self._work_dir = Path(self._own_work_dir.name)
+        return self._work_dir
+
+    def child_environment(self) -> dict[str, str]:
+        """ministack's environment, built from scratch: its Lambda handlers inherit all of it."""
+        env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "LC_ALL") if name in os.environ}
+        env.update(LOCAL_CREDENTIALS)
+        env.update(
+            {
+                "GATEWAY_PORT": str(self.port),
+                "BIND_HOST": HOST,
+                "MINISTACK_REGION": self.region,
+                "AWS_DEFAULT_REGION": self.region,
+                # Its pid file, S3 spill files and Lambda code dirs go under TMPDIR: keep them ours.
+                "TMPDIR": str(self.work_dir),
+                "S3_DATA_DIR": str(self.work_dir / "s3"),
+                # These listeners bind 0.0.0.0 on fixed ports by default; nothing here needs them.
+                "IOT_MTLS_ENABLED": "0",
+                "SFTP_ENABLED": "0",
+                "LOG_LEVEL": "INFO",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def start(self) -> str:
+        if self._process is not None:
+            return self.endpoint_url
+        # A port picked here can be taken by another process before ministack binds it: pick again.
+        attempts = 1 if self._requested_port else 3
+        for attempt in range(1, attempts + 1):
+            self.port = self._requested_port or free_port()
+            try:
+                self._launch()
+                self._wait_until_ready()
+            except EmulatorPortTakenError:
+                self.stop()
+                if attempt == attempts:
+                    raise
+                continue
+            except BaseException:
+                self.stop()
+                raise
+            logger.info("ministack ready at %s (pid %d)", self.endpoint_url, self._process.pid)
+            return self.endpoint_url
+        raise AssertionError("unreachable")
+
+    def _launch(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex((HOST, self.port)) == 0:
+                raise EmulatorPortTakenError(f"port {self.port} on {HOST} is taken; choose another or leave it unset")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "ministack"],
+            cwd=self.work_dir,
+            env=self.child_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its Lambda workers join its process group, stopped with it
+        )
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = self.endpoint_url + "/_ministack/health"
+        while True:
+            if self._process.poll() is not None:
+                if "already in use" in self.log_tail():
+                    raise EmulatorPortTakenError(f"port {self.port} on {HOST} is taken:\n{self.log_tail()}")
+                raise EmulatorError(
+                    f"ministack exited with code {self._process.returncode} while starting:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise EmulatorError(
+                    f"ministack did not answer {url} within {self.startup_timeout_s:.0f} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop ministack and the Lambda workers it started (its process group)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        # Workers outlive a ministack that exited on its own; they are still in its group.
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._own_work_dir is not None:
+            self._own_work_dir.cleanup()
+            self._own_work_dir, self._work_dir = None, None
+
+    def __enter__(self) -> Ministack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def emulator_endpoint(environ: Mapping[str, str] | None = None, **ministack_options) -> Iterator[str]:
+    """The emulator to use: AWS_ENDPOINT_URL when it is set (it must answer), else a fresh ministack
+    that is stopped on exit."""
+    environ = os.environ if environ is None else environ
+    configured = environ.get("AWS_ENDPOINT_URL", "")
+    if configured:
+        if not is_reachable(configured):
+            raise EmulatorError(
+                f"AWS_ENDPOINT_URL={configured} does not answer: start the emulator there, "
+                "or unset AWS_ENDPOINT_URL to use the embedded one"
+            )
+        yield configured
+        return
+    with Ministack(**ministack_options) as emulator:
+        yield emulator.endpoint_url
+
+
+def main() -> int:
+    """Run ministack in the foreground until interrupted: `python -m scones.emulator`."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with Ministack(port=int(os.environ.get("SCONES_EMULATOR_PORT", "0")) or None) as emulator:
+        for name, value in local_aws_environment(emulator.endpoint_url).items():
+            print(f"export {name}={value}")
+        print(f"# ministack log: {emulator.log_path}", flush=True)
+        stopping = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stopping.set())
+        stopping.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Integration tests: the workflow on a real emulator (see conftest.py)."""

@@ -1,0 +1,134 @@
+"""The real parts the integration tests run against, once per session: an AWS emulator (the one at
+AWS_ENDPOINT_URL, else ministack started here), a quickly trained model behind the real model server,
+and the stack deployed with cloud/deploy.py, torn down at the end. A missing part is a failure.
+Package-scoped, so that the emulator is gone (and AWS_ENDPOINT_URL restored) before other tests run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+
+from cloud.deploy import DeployConfig, deploy_stack, stack_status, teardown_stack
+from lambdas.classify_image import invoke_endpoint
+from lambdas.contract import CLASSES
+from local_model.train import train_from_folder
+from scones.emulator import aws_environment_for, emulator_endpoint
+from scones.model_server import ModelServer
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR_VAR = "SCONES_DATA_DIR"
+DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar100-bikes"
+ENDPOINT_NAME = "scones-it-classifier"
+CONFIDENCE_THRESHOLD = 0.93
+# Test images are chosen well away from the threshold, so the workflow's verdict is not a coin toss.
+CONFIDENT_SCORE = 0.97
+UNSURE_SCORE = 0.80
+CANDIDATES_PER_CLASS = 60
+# A model good enough to be sure of some images and unsure of others in about 20 s on two busy cores.
+QUICK_HYPERPARAMETERS = {"epochs": 10, "width": 8, "autoaugment": False, "label_smoothing": 0.0, "seed": 0}
+
+
+@pytest.fixture(scope="package")
+def data_dir() -> Path:
+    root = Path(os.environ.get(DATA_DIR_VAR) or DEFAULT_DATA_DIR)
+    train = root / "train" if (root / "train").is_dir() else root
+    missing = [name for name in CLASSES if not any((train / name).glob("*.png"))]
+    if missing:
+        pytest.fail(
+            f"no {'/'.join(missing)} PNGs under {train}: set {DATA_DIR_VAR} to a folder holding "
+            "train/bicycle/*.png and train/motorcycle/*.png"
+        )
+    return train
+
+
+@pytest.fixture(scope="package")
+def aws_endpoint() -> str:
+    """The emulator's URL, with this session's environment pointing every AWS client at it."""
+    with emulator_endpoint() as url, aws_environment_for(url):
+        yield url
+
+
+@pytest.fixture(scope="package")
+def model_dir(tmp_path_factory, data_dir) -> Path:
+    model_dir = tmp_path_factory.mktemp("model")
+    metrics = train_from_folder(data_dir, model_dir, {k: str(v) for k, v in QUICK_HYPERPARAMETERS.items()})
+    logger.info("trained the test model: %s", metrics)
+    return model_dir
+
+
+@pytest.fixture(scope="package")
+def model_server(model_dir, tmp_path_factory):
+    with ModelServer(model_dir, log_path=tmp_path_factory.mktemp("model-server") / "server.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="package")
+def deploy_config(model_server) -> DeployConfig:
+    return DeployConfig(
+        stack_name=f"scones-it-{uuid.uuid4().hex[:8]}",
+        model_endpoint_name=ENDPOINT_NAME,
+        model_endpoint_url=model_server.url,
+        confidence_threshold=CONFIDENCE_THRESHOLD,
+    )
+
+
+@pytest.fixture(scope="package")
+def stack(aws_endpoint, deploy_config) -> dict[str, str]:
+    """The deployed stack's outputs; the stack and everything it holds are deleted afterwards."""
+    name = deploy_config.stack_name
+    try:
+        yield deploy_stack(deploy_config, timeout_s=600, progress=logger.info)
+    finally:
+        teardown_stack(name, timeout_s=600, progress=logger.info)
+        assert stack_status(boto3.client("cloudformation"), name) is None, f"stack {name} was not deleted"
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    path: Path
+    scores: list[float]  # [p_bicycle, p_motorcycle] as the endpoint answers for it
+
+
+@dataclass(frozen=True)
+class ChosenImages:
+    confident: dict[str, ScoredImage]  # by class name
+    unsure: ScoredImage
+
+
+@pytest.fixture(scope="package")
+def endpoint_scores(aws_endpoint, model_server):
+    """Score an image through the model server's SageMaker Runtime API, as the classifier Lambda does."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", model_server.url)
+        runtime = boto3.client("sagemaker-runtime")
+    return lambda image: invoke_endpoint(runtime, ENDPOINT_NAME, image)
+
+
+@pytest.fixture(scope="package")
+def test_images(data_dir, endpoint_scores) -> ChosenImages:
+    """Real images the trained model is sure of, one per class, and one it is unsure of."""
+    confident: dict[str, ScoredImage] = {}
+    unsure = None
+    seen = []
+    for label_index, label in enumerate(CLASSES):
+        for path in sorted((data_dir / label).glob("*.png"))[:CANDIDATES_PER_CLASS]:
+            scored = ScoredImage(path, endpoint_scores(path.read_bytes()))
+            seen.append(max(scored.scores))
+            if label not in confident and scored.scores[label_index] >= CONFIDENT_SCORE:
+                confident[label] = scored
+            if unsure is None and max(scored.scores) < UNSURE_SCORE:
+                unsure = scored
+    if len(confident) < len(CLASSES) or unsure is None:
+        pytest.fail(
+            f"the test model scores no suitable images (confident: {sorted(confident)}, unsure: {unsure}); "
+            f"top scores seen: {sorted(seen)[:: max(1, len(seen) // 10)]}"
+        )
+    return ChosenImages(confident, unsure)

@@ -1,0 +1,337 @@
+"""Unit tests of the three handlers and the event contract: no network (moto and botocore's Stubber)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import boto3
+import jsonschema
+import pytest
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from lambdas import classify_image, clients, contract, filter_low_confidence, serialize_image_data
+from lambdas.contract import (
+    BucketNotFoundError,
+    ConfigurationError,
+    EndpointError,
+    EndpointUnavailableError,
+    ImageAccessDeniedError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    InvalidEventError,
+    LowConfidenceError,
+    NotAnImageError,
+)
+
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+PNG = base64.b64decode(json.loads((EVENTS_DIR / "classify_image.json").read_text())["image_data"])
+JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
+BUCKET = "scones-unit-images"
+
+
+def load_event(name: str) -> dict:
+    return json.loads((EVENTS_DIR / name).read_text())
+
+
+@pytest.fixture(autouse=True)
+def offline_aws(monkeypatch):
+    """Dummy credentials and region, no emulator endpoint, and fresh cached clients per test."""
+    for name in list(os.environ):
+        if name.startswith("AWS_ENDPOINT_URL") or name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    clients.s3_client.cache_clear()
+    clients.sagemaker_runtime_client.cache_clear()
+    yield
+    clients.s3_client.cache_clear()
+    clients.sagemaker_runtime_client.cache_clear()
+
+
+# --- Contract ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event_file", "stage"),
+    [
+        ("serialize_image_data.json", "serialize_image_data"),
+        ("classify_image.json", "classify_image"),
+        ("filter_low_confidence.json", "filter_low_confidence"),
+        ("low_confidence.json", "filter_low_confidence"),
+    ],
+)
+def test_example_events_fit_their_stage_schema(event_file, stage):
+    event, schema = load_event(event_file), contract.SCHEMAS[stage]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(event, schema)
+    assert contract.validate_event(event, schema) == event
+
+
+BAD_EVENTS = [
+    ("not an object", ["x"]),
+    ("missing bucket", {"s3_key": "a.png"}),
+    ("missing key", {"s3_bucket": "bucket"}),
+    ("number bucket", {"s3_bucket": 42, "s3_key": "a.png"}),
+    ("upper-case bucket", {"s3_bucket": "Bucket", "s3_key": "a.png"}),
+    ("empty key", {"s3_bucket": "bucket", "s3_key": ""}),
+    ("stale image_data", {"s3_bucket": "bucket", "s3_key": "a.png", "image_data": "abcd"}),
+]
+
+
+@pytest.mark.parametrize(("why", "event"), BAD_EVENTS, ids=[b[0] for b in BAD_EVENTS])
+def test_schema_problems_agree_with_json_schema(why, event):
+    schema = contract.SERIALIZE_INPUT_SCHEMA
+    assert contract.schema_problems(event, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(event, schema)
+
+
+@pytest.mark.parametrize(
+    "inferences",
+    [[0.5], [0.5, 0.5, 0.0], [1.2, -0.2], ["0.9", "0.1"], [True, False], None],
+    ids=["one", "three", "out of range", "strings", "booleans", "null"],
+)
+def test_filter_schema_rejects_malformed_inferences(inferences):
+    event = {**load_event("filter_low_confidence.json"), "inferences": inferences}
+    with pytest.raises(InvalidEventError, match=r"^InvalidEventError: filter_low_confidence input: event\.inferences"):
+        contract.validate_event(event, contract.FILTER_INPUT_SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(event, contract.FILTER_INPUT_SCHEMA)
+
+
+def test_invalid_event_error_names_every_problem():
+    with pytest.raises(InvalidEventError) as raised:
+        contract.validate_event({"s3_bucket": 7}, contract.SERIALIZE_INPUT_SCHEMA)
+    assert "event.s3_key is missing" in str(raised.value)
+    assert "event.s3_bucket must be a JSON string, got int" in str(raised.value)
+
+
+def test_error_messages_start_with_the_error_name():
+    # Emulators that report every Lambda failure as Runtime.HandlerError keep only the message.
+    assert str(LowConfidenceError("scores")) == "LowConfidenceError: scores"
+    for error in (InvalidEventError, ImageTooLargeError, EndpointError, EndpointUnavailableError):
+        assert issubclass(error, contract.WorkflowError)
+
+
+def test_image_content_type_by_signature():
+    assert contract.image_content_type(PNG) == "image/png"
+    assert contract.image_content_type(JPEG_HEAD) == "image/jpeg"
+    with pytest.raises(NotAnImageError):
+        contract.image_content_type(b"GIF89a...")
+    with pytest.raises(NotAnImageError):
+        contract.image_content_type(b"")
+
+
+# --- serialize_image_data ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_bucket():
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3
+
+
+def test_serialize_reads_the_image_into_the_event(s3_bucket, caplog):
+    s3_bucket.put_object(Bucket=BUCKET, Key="images/bike.png", Body=PNG)
+    event = {**load_event("serialize_image_data.json"), "s3_bucket": BUCKET, "s3_key": "images/bike.png"}
+    with caplog.at_level(logging.INFO):
+        output = serialize_image_data.handler(event, None)
+    assert output == {**event, "image_data": base64.b64encode(PNG).decode(), "inferences": []}
+    jsonschema.validate(output, contract.CLASSIFY_INPUT_SCHEMA)
+    assert output["image_data"] not in caplog.text  # never log image bytes
+
+
+def test_serialize_carries_unknown_keys_along(s3_bucket):
+    s3_bucket.put_object(Bucket=BUCKET, Key="a.png", Body=PNG)
+    output = serialize_image_data.handler({"s3_bucket": BUCKET, "s3_key": "a.png", "request_id": "r-1"}, None)
+    assert output["request_id"] == "r-1"
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        ({"s3_key": "a.png"}, InvalidEventError),
+        ({"s3_bucket": "scones-no-such-bucket", "s3_key": "a.png"}, BucketNotFoundError),
+        ({"s3_bucket": BUCKET, "s3_key": "missing.png"}, ImageNotFoundError),
+        ({"s3_bucket": BUCKET, "s3_key": "note.txt"}, NotAnImageError),
+    ],
+    ids=["missing key", "missing bucket", "missing object", "not an image"],
+)
+def test_serialize_bad_inputs_raise_named_errors(s3_bucket, event, error):
+    s3_bucket.put_object(Bucket=BUCKET, Key="note.txt", Body=b"not an image")
+    with pytest.raises(error, match=f"^{error.__name__}: "):
+        serialize_image_data.handler(event, None)
+
+
+def test_serialize_refuses_an_image_too_large_for_the_state_payload_without_reading_it(s3_bucket):
+    largest = contract.MAX_EVENT_BYTES * 3 // 4
+    s3_bucket.put_object(Bucket=BUCKET, Key="big.png", Body=PNG + bytes(largest))
+    with pytest.raises(ImageTooLargeError, match="256 KiB"):
+        serialize_image_data.handler({"s3_bucket": BUCKET, "s3_key": "big.png"}, None)
+
+
+def test_serialize_counts_the_keys_carried_along_against_the_limit(s3_bucket):
+    s3_bucket.put_object(Bucket=BUCKET, Key="a.png", Body=PNG)
+    event = {"s3_bucket": BUCKET, "s3_key": "a.png", "note": "x" * contract.MAX_EVENT_BYTES}
+    with pytest.raises(ImageTooLargeError, match="would be"):
+        serialize_image_data.handler(event, None)
+
+
+def test_serialize_accepts_the_largest_image_that_fits(s3_bucket):
+    image = PNG + bytes(contract.MAX_EVENT_BYTES * 3 // 4 - len(PNG) - 300)
+    s3_bucket.put_object(Bucket=BUCKET, Key="fits.png", Body=image)
+    output = serialize_image_data.handler({"s3_bucket": BUCKET, "s3_key": "fits.png"}, None)
+    assert len(json.dumps(output).encode()) <= contract.MAX_EVENT_BYTES
+
+
+def test_serialize_maps_access_denied_to_a_named_error():
+    s3 = boto3.client("s3", region_name="us-east-1")
+    with Stubber(s3) as stub:
+        stub.add_client_error("get_object", "AccessDenied", "Access Denied", 403)
+        with pytest.raises(ImageAccessDeniedError, match=re.escape("s3://other-bucket/a.png")):
+            serialize_image_data.read_image(s3, "other-bucket", "a.png")
+
+
+# --- classify_image ----------------------------------------------------------------------------
+
+
+ENDPOINT = "scones-unit-endpoint"
+
+
+@pytest.fixture
+def runtime(monkeypatch):
+    """The handler's sagemaker-runtime client, stubbed."""
+    monkeypatch.setenv(contract.ENV_MODEL_ENDPOINT_NAME, ENDPOINT)
+    client = clients.sagemaker_runtime_client()
+    with Stubber(client) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+def answer(body: bytes) -> dict:
+    return {"Body": StreamingBody(io.BytesIO(body), len(body)), "ContentType": "application/json"}
+
+
+def test_classify_adds_the_endpoints_probabilities(runtime, caplog):
+    event = load_event("classify_image.json")
+    runtime.add_response(
+        "invoke_endpoint",
+        answer(b"[0.25, 0.75]"),
+        {"EndpointName": ENDPOINT, "ContentType": "image/png", "Accept": "application/json", "Body": PNG},
+    )
+    with caplog.at_level(logging.INFO):
+        output = classify_image.handler(event, None)
+    assert output == {**event, "inferences": [0.25, 0.75]}
+    assert event["image_data"] not in caplog.text
+
+
+def test_classify_needs_the_endpoint_name(monkeypatch):
+    monkeypatch.delenv(contract.ENV_MODEL_ENDPOINT_NAME, raising=False)
+    with pytest.raises(ConfigurationError, match=contract.ENV_MODEL_ENDPOINT_NAME):
+        classify_image.handler(load_event("classify_image.json"), None)
+
+
+@pytest.mark.parametrize(
+    ("image_data", "error"),
+    [("!!!!", InvalidEventError), ("abcde", InvalidEventError), (base64.b64encode(b"text").decode(), NotAnImageError)],
+    ids=["not base64 alphabet", "bad padding", "not an image"],
+)
+def test_classify_rejects_bad_image_data(runtime, image_data, error):
+    with pytest.raises(error):
+        classify_image.handler({**load_event("classify_image.json"), "image_data": image_data}, None)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [
+        ("ModelError", 424, EndpointError),
+        ("ValidationError", 400, EndpointError),
+        ("ThrottlingException", 400, EndpointUnavailableError),
+        ("ModelNotReadyException", 429, EndpointUnavailableError),
+        ("ServiceUnavailable", 503, EndpointUnavailableError),
+        ("InternalFailure", 500, EndpointUnavailableError),
+    ],
+)
+def test_classify_names_endpoint_errors_transient_or_not(runtime, code, status, error):
+    runtime.add_client_error("invoke_endpoint", code, "the endpoint says no", status)
+    with pytest.raises(error, match=f"{ENDPOINT}.*{code}") as raised:
+        classify_image.handler(load_event("classify_image.json"), None)
+    assert type(raised.value) is error  # EndpointUnavailableError is what the state machine retries
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", b'{"predictions": [0.1]}', b"[0.3]", b"[2.0, -1.0]", b'["a", "b"]'], ids=repr
+)
+def test_classify_rejects_answers_that_are_not_two_probabilities(runtime, body):
+    runtime.add_response("invoke_endpoint", answer(body))
+    with pytest.raises(EndpointError, match=ENDPOINT):
+        classify_image.handler(load_event("classify_image.json"), None)
+
+
+class UnreachableRuntime:
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def invoke_endpoint(self, **kwargs):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), ReadTimeoutError(endpoint_url="http://x")],
+    ids=["connection refused", "read timeout"],
+)
+def test_classify_reports_an_unreachable_endpoint_as_transient(error):
+    with pytest.raises(EndpointUnavailableError, match="could not be reached"):
+        classify_image.invoke_endpoint(UnreachableRuntime(error), ENDPOINT, PNG)
+
+
+# --- filter_low_confidence ---------------------------------------------------------------------
+
+
+def test_filter_passes_a_confident_event_unchanged(monkeypatch):
+    monkeypatch.delenv(contract.ENV_CONFIDENCE_THRESHOLD, raising=False)
+    event = load_event("filter_low_confidence.json")
+    assert filter_low_confidence.handler(event, None) == event
+
+
+def test_filter_raises_low_confidence_with_the_scores(monkeypatch):
+    monkeypatch.delenv(contract.ENV_CONFIDENCE_THRESHOLD, raising=False)
+    with pytest.raises(LowConfidenceError) as raised:
+        filter_low_confidence.handler(load_event("low_confidence.json"), None)
+    assert str(raised.value) == (
+        "LowConfidenceError: top score 0.6125 is below the threshold 0.93 (bicycle 0.6125, motorcycle 0.3875)"
+    )
+
+
+def test_filter_threshold_comes_from_the_environment_at_call_time(monkeypatch):
+    monkeypatch.setenv(contract.ENV_CONFIDENCE_THRESHOLD, "0.6")
+    event = load_event("low_confidence.json")
+    assert filter_low_confidence.handler(event, None) == event
+    monkeypatch.setenv(contract.ENV_CONFIDENCE_THRESHOLD, "0.99")
+    with pytest.raises(LowConfidenceError):
+        filter_low_confidence.handler(load_event("filter_low_confidence.json"), None)
+
+
+def test_filter_threshold_is_inclusive():
+    assert filter_low_confidence.check_confidence([0.93, 0.07], 0.93) == "bicycle"
+    assert filter_low_confidence.check_confidence([0.05, 0.95], 0.93) == "motorcycle"
+
+
+@pytest.mark.parametrize("raw", ["high", "1.5", "-0.1"])
+def test_filter_rejects_a_bad_threshold(monkeypatch, raw):
+    monkeypatch.setenv(contract.ENV_CONFIDENCE_THRESHOLD, raw)
+    with pytest.raises(ConfigurationError, match=contract.ENV_CONFIDENCE_THRESHOLD):
+        filter_low_confidence.handler(load_event("filter_low_confidence.json"), None)
