@@ -12,7 +12,9 @@ stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setting up $VENV (first run installs torch from local wheels: a few minutes)" >&2
   [ -x "$VENV/bin/python" ] || "$PYTHON_311" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$ROOT[dev]"
+  # (this machine's pip config names local wheel folders that lack some packages: drop those warnings)
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$ROOT[dev]" \
+    2> >(grep -v "^WARNING: Location .* is ignored" >&2)
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

@@ -149,7 +149,7 @@ def test_bucket_is_encrypted_and_private():
 
 
 def test_sagemaker_resources_exist_only_behind_the_condition():
-    conditional = {k for k, r in RESOURCES.items() if r.get("Condition") == "CreateModelEndpoint"}
+    conditional = {k for k, r in RESOURCES.items() if r.get("Condition") == "ModelEndpointWanted"}
     sagemaker = {k for k, r in RESOURCES.items() if r["Type"].startswith("AWS::SageMaker::")}
     assert sagemaker == {"Model", "EndpointConfig", "Endpoint"}
     assert conditional == sagemaker | {"ModelExecutionRole"}
