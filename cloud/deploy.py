@@ -8,6 +8,7 @@ The same code deploys to an emulator and to AWS: boto3 takes the target from the
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -23,8 +24,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
+import botocore.loaders
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from cloud import manifest
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +49,6 @@ LAMBDA_HANDLERS = {
 # What every zip holds besides its handler: the package marker, the clients, the contract, the loggers.
 SHARED_LAMBDA_MODULES = ("__init__.py", "clients.py", "contract.py", "logs.py")
 
-# Hosts of real AWS endpoints, in every partition.
-AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov", ".sc2s.sgov.gov")
 # Function names are "<stack>-filter-low-confidence" (22 characters) and at most 64 long.
 STACK_NAME_PATTERN = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]{0,41}$")
 # SageMaker's rule, lower case only: SageMaker lower-cases endpoint ARNs and the IAM policy names one.
@@ -86,6 +88,10 @@ class Artifact:
         return hashlib.sha256(self.data).hexdigest()
 
     @property
+    def filename(self) -> str:
+        return f"{self.name}{self.suffix}"
+
+    @property
     def key(self) -> str:
         """Content-addressed, so a changed artifact gets a new key and CloudFormation sees the change."""
         return f"artifacts/{self.name}/{self.sha256}{self.suffix}"
@@ -108,8 +114,9 @@ def build_lambda_zip(handler_module: str, lambdas_dir: Path = LAMBDAS_DIR) -> by
     return buffer.getvalue()
 
 
-def build_artifacts() -> dict[str, Artifact]:
-    """Every artifact the stack needs, by the template parameter that holds its key."""
+def build_artifacts(model_data_path: Path | None = None) -> dict[str, Artifact]:
+    """Every artifact the stack needs, by the template parameter that holds its key; model.tar.gz too
+    when a path is given."""
     artifacts = {
         parameter: Artifact(handler, build_lambda_zip(handler), ".zip")
         for parameter, handler in LAMBDA_HANDLERS.items()
@@ -117,7 +124,20 @@ def build_artifacts() -> dict[str, Artifact]:
     artifacts["StateMachineDefinitionKey"] = Artifact(
         "image_classification", STATE_MACHINE_PATH.read_bytes(), ".asl.json"
     )
+    if model_data_path is not None:
+        artifacts["ModelDataKey"] = Artifact("model", Path(model_data_path).read_bytes(), ".tar.gz")
     return artifacts
+
+
+def artifact_digests(artifacts: dict[str, Artifact], model_image_id: str | None = None) -> dict[str, str]:
+    """sha256 of everything a deployment ships, by name: the uploaded artifacts, the template and the
+    model image's build inputs, and the model image's ID when it is known."""
+    digests = {artifact.filename: artifact.sha256 for artifact in artifacts.values()}
+    digests[manifest.TEMPLATE] = hashlib.sha256(TEMPLATE_PATH.read_bytes()).hexdigest()
+    digests[manifest.MODEL_IMAGE_INPUTS] = manifest.model_image_inputs_sha256()
+    if model_image_id:
+        digests[manifest.MODEL_IMAGE_ID] = model_image_id
+    return digests
 
 
 # --- Target ------------------------------------------------------------------------------------
@@ -127,9 +147,27 @@ def make_client(session: boto3.Session, service: str):
     return session.client(service, config=_CLIENT_CONFIG)
 
 
+@functools.cache
+def aws_domains() -> tuple[str, ...]:
+    """DNS suffixes of real AWS endpoints in every partition botocore knows (amazonaws.com, api.aws,
+    amazonaws.com.cn, amazonaws.eu, ...), so that a new partition is refused without a code change."""
+    partitions = botocore.loaders.create_loader().load_data("partitions")["partitions"]
+    suffixes = {
+        partition["outputs"][key]
+        for partition in partitions
+        for key in ("dnsSuffix", "dualStackDnsSuffix")
+        if partition["outputs"].get(key)
+    }
+    return tuple(sorted(f".{suffix}" for suffix in suffixes))
+
+
+def is_real_aws_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host.endswith(aws_domains())
+
+
 def is_real_aws(client) -> bool:
-    host = urlparse(client.meta.endpoint_url).hostname or ""
-    return host.endswith(AWS_DOMAINS)
+    return is_real_aws_url(client.meta.endpoint_url)
 
 
 def refuse_real_aws(clients: list, allow_aws: bool) -> None:
@@ -176,6 +214,8 @@ class DeployConfig:
     create_model_endpoint: bool = False
     model_image_repository: str = ""
     model_image_tag: str = ""
+    # The model.tar.gz the endpoint serves; off AWS, the one the local model server serves, which is
+    # then only recorded in the manifest (deploy_stack's manifest_path), not uploaded.
     model_data_path: Path | None = None
     endpoint_instance_type: str = "ml.m5.large"
     data_capture_sampling_percentage: int = 100
@@ -230,9 +270,15 @@ def deploy_stack(
     allow_aws: bool = False,
     timeout_s: float = 1800.0,
     progress: Callable[[str], None] = logger.info,
+    manifest_path: Path | None = None,
+    model_image_id: str | None = None,
 ) -> dict[str, str]:
     """Build and upload the artifacts, create or update the stack through a change set, wait for
-    it, and return its outputs. Refuses real AWS unless `allow_aws`."""
+    it, and return its outputs. Refuses real AWS unless `allow_aws`.
+
+    With `manifest_path`, a deployment that succeeded records there the sha256 of every artifact it
+    used (model.tar.gz when `config.model_data_path` is set, the serving image's ID when given), so
+    that a promotion to AWS can prove it ships the same ones (cloud/promote.py)."""
     config.check()
     session = session or boto3.Session()
     cfn, s3, sts = target_clients(session, allow_aws)
@@ -241,12 +287,11 @@ def deploy_stack(
     account_id = sts.get_caller_identity()["Account"]
     bucket = artifact_bucket_name(config.stack_name, account_id, session.region_name)
     ensure_bucket(s3, bucket, session.region_name)
-    keys = {}
-    artifacts = build_artifacts()
-    if config.create_model_endpoint:
-        artifacts["ModelDataKey"] = Artifact("model", Path(config.model_data_path).read_bytes(), ".tar.gz")
+    artifacts = build_artifacts(config.model_data_path)
     keys = {}
     for parameter, artifact in artifacts.items():
+        if parameter == "ModelDataKey" and not config.create_model_endpoint:
+            continue  # served by the local model server, not by SageMaker
         uploaded = upload_if_missing(s3, bucket, artifact.key, artifact.data)
         keys[parameter] = artifact.key
         what = "uploaded" if uploaded else "unchanged"
@@ -260,6 +305,14 @@ def deploy_stack(
         deadline,
         progress,
     )
+    if manifest_path is not None:
+        record = manifest.Manifest(
+            artifacts=artifact_digests(artifacts, model_image_id),
+            target=cfn.meta.endpoint_url,
+            stack_name=config.stack_name,
+            region=session.region_name,
+        )
+        progress(f"recorded the artifacts' sha256 in {manifest.write_manifest(manifest_path, record)}")
     return stack_outputs(config.stack_name, session=session)
 
 
@@ -490,8 +543,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     deploy.add_argument("--create-model-endpoint", action="store_true", help="on AWS: create the endpoint")
     deploy.add_argument("--model-image-repository", default="", help="ECR repository of the serving image")
     deploy.add_argument("--model-image-tag", default="", help="tag of the serving image")
-    deploy.add_argument("--model-data", type=Path, help="model.tar.gz to serve")
+    deploy.add_argument(
+        "--model-data", type=Path, help="model.tar.gz to serve (off AWS: the local model server's, for --manifest)"
+    )
     deploy.add_argument("--instance-type", default="ml.m5.large")
+    deploy.add_argument(
+        "--manifest",
+        type=Path,
+        help=f"record the artifacts' sha256 here (.scones/{manifest.MANIFEST_NAME}: what `cloud.promote` checks)",
+    )
     commands.add_parser("outputs", help="print the stack's outputs")
     commands.add_parser("teardown", help="delete the stack, its bucket's objects and the artifacts")
     return parser.parse_args(argv)
@@ -518,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
                 endpoint_instance_type=args.instance_type,
             )
             logger.info("deploying %s", json.dumps(asdict(config), default=str))
-            outputs = deploy_stack(config, allow_aws=args.aws, timeout_s=args.timeout)
+            outputs = deploy_stack(config, allow_aws=args.aws, timeout_s=args.timeout, manifest_path=args.manifest)
             print(json.dumps(outputs, indent=2))
         elif args.command == "outputs":
             print(json.dumps(stack_outputs(args.stack_name), indent=2))
