@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -13,14 +15,19 @@ import numpy as np
 
 from local_model import classifier, data
 from local_model import train as training
+from scones.errors import DataDirError, NothingStagedError, NoTrainedModelError, StepFailedError, UsageProblemError
 
 HOLDOUT_FRACTION = 0.2  # of an image folder without a test split, held out from training for evaluation
 HOLDOUT_SEED = 20261125
 QUICK_HYPERPARAMETERS = {"epochs": "15"}  # enough to see the pipeline work, not for accuracy
 
 
-class StepError(Exception):
+class StepError(StepFailedError):
     """A step cannot run; the message says what to do."""
+
+
+class HyperparameterOverrideError(UsageProblemError):
+    """A --set is not KEY=VALUE, names no hyperparameter, or has a value of the wrong type."""
 
 
 @dataclass
@@ -36,6 +43,16 @@ class StagedData:
     @property
     def test_dir(self) -> Path:
         return self.root / "test"
+
+    def test_images(self) -> list[tuple[Path, str]]:
+        """(image, true class) of every test image, the classes interleaved so that any prefix (--limit)
+        holds both."""
+        by_class = [
+            [(p, name) for p in sorted((self.test_dir / name).glob("*")) if p.suffix.lower() in data.IMAGE_SUFFIXES]
+            for name in classifier.CLASSES
+        ]
+        interleaved = itertools.chain.from_iterable(itertools.zip_longest(*by_class))
+        return [item for item in interleaved if item is not None]
 
     def describe(self) -> dict:
         counts = {
@@ -59,12 +76,29 @@ class TrainedModel:
     metrics: dict
 
 
+def training_hyperparameters(quick: bool, overrides: dict) -> dict:
+    """The hyperparameters a training run gets (SageMaker style: strings), checked."""
+    hyperparameters = {**(QUICK_HYPERPARAMETERS if quick else {}), **overrides}
+    try:
+        training.Hyperparameters.from_dict(hyperparameters)
+    except training.HyperparameterError as e:
+        raise HyperparameterOverrideError(f"--set: {e}") from e
+    return hyperparameters
+
+
+def describe_recipe(quick: bool, overrides: dict) -> str:
+    """E.g. "quick recipe (15 epochs)", for progress messages."""
+    epochs = training.Hyperparameters.from_dict(training_hyperparameters(quick, overrides)).epochs
+    changed = "".join(f", {k}={v}" for k, v in overrides.items() if k != "epochs")
+    return f"{'quick' if quick else 'full'} recipe ({epochs} epochs{changed})"
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise StepError(f"hyperparameter overrides are KEY=VALUE, got {pair!r}")
+            raise HyperparameterOverrideError(f"hyperparameter overrides are KEY=VALUE, got {pair!r}")
         overrides[key] = value
     return overrides
 
@@ -105,23 +139,62 @@ def stage_data(workdir: Path, data_dir: Path | None = None, cache_dir: Path | No
             test_is_holdout = False
         else:
             test_is_holdout = _stage_folder(Path(data_dir), root)
+    except data.DownloadError:
+        shutil.rmtree(root, ignore_errors=True)
+        raise  # an environment problem (no network), reported as such
     except data.DataError as e:
         shutil.rmtree(root, ignore_errors=True)
         raise StepError(str(e)) from e
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     marker.write_text(json.dumps({"source": source, "test_is_holdout": test_is_holdout}))
     return StagedData(root, source, test_is_holdout)
 
 
+def staged_data(workdir: Path) -> StagedData | None:
+    """What an earlier `stage` left in <workdir>/data, if anything."""
+    root = Path(workdir) / "data"
+    try:
+        previous = json.loads((root / "staged.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return StagedData(root, previous["source"], previous["test_is_holdout"])
+
+
+def stage_or_reuse(workdir: Path, data_dir: Path | None) -> StagedData:
+    """--data-dir when given, else what is staged already, else CIFAR-100 (downloaded)."""
+    if data_dir is None and (staged := staged_data(workdir)) is not None:
+        return staged
+    return stage_data(workdir, data_dir)
+
+
+def require_staged(workdir: Path) -> StagedData:
+    staged = staged_data(workdir)
+    if staged is None:
+        raise NothingStagedError(
+            f"no images staged in {Path(workdir) / 'data'}: run `scones stage` (CIFAR-100) or "
+            "`scones stage --data-dir FOLDER`, or pass --data-dir here"
+        )
+    return staged
+
+
 def _stage_folder(data_dir: Path, root: Path) -> bool:
     if not data_dir.is_dir():
-        raise StepError(f"--data-dir {data_dir} is not a directory")
+        raise DataDirError(f"--data-dir {data_dir} is not a directory: give a folder holding bicycle/ and motorcycle/")
     train_dir = _find_split(data_dir, "train")
     if train_dir is None:
-        raise StepError(f"{data_dir} has neither train/ nor bicycle/ and motorcycle/ folders")
-    train_images = data.load_image_folder(train_dir)  # validates every image before staging
-    test_dir = _find_split(data_dir, "test")
+        raise DataDirError(
+            f"--data-dir {data_dir} has neither train/ nor bicycle/ and motorcycle/ folders: give a folder laid "
+            "out as train/{bicycle,motorcycle}/*.png (test/ optional) or {bicycle,motorcycle}/*.png"
+        )
+    try:
+        train_images = data.load_image_folder(train_dir)  # validates every image before staging
+        test_dir = _find_split(data_dir, "test")
+        test_images = data.load_image_folder(test_dir) if test_dir is not None else None
+    except data.DataError as e:
+        raise DataDirError(f"--data-dir {data_dir}: {e}") from e
     if test_dir is not None:
-        test_images = data.load_image_folder(test_dir)
         _link_split(train_images, train_dir, root, "train", range(len(train_images)))
         _link_split(test_images, test_dir, root, "test", range(len(test_images)))
         return False
@@ -136,6 +209,10 @@ def model_paths(workdir: Path) -> ModelPaths:
     return ModelPaths(opt_ml=opt_ml, model_dir=opt_ml / "model", tarball=Path(workdir) / "model" / "model.tar.gz")
 
 
+def training_log(workdir: Path) -> Path:
+    return Path(workdir) / "logs" / "train.log"
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -143,11 +220,7 @@ def sha256_of(path: Path) -> str:
 def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool = False) -> TrainedModel:
     """Run the SageMaker training entrypoint in-process against <workdir>/opt_ml; pack model.tar.gz."""
     paths = model_paths(workdir)
-    hyperparameters = {**(QUICK_HYPERPARAMETERS if quick else {}), **overrides}
-    try:
-        training.Hyperparameters.from_dict(hyperparameters)
-    except training.HyperparameterError as e:
-        raise StepError(str(e)) from e
+    hyperparameters = training_hyperparameters(quick, overrides)
     shutil.rmtree(paths.opt_ml, ignore_errors=True)
     config = paths.opt_ml / "input" / "config"
     config.mkdir(parents=True)
@@ -157,8 +230,12 @@ def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool 
     channel.symlink_to(staged.train_dir.resolve())
     # The SM_* variables, when set by a caller's environment, would point the job elsewhere.
     env_backup = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SM_")}
+    log = training_log(workdir)
+    log.parent.mkdir(parents=True, exist_ok=True)
     try:
-        metrics = training.run_training_job(training.TrainingPaths.resolve(paths.opt_ml))
+        # The entrypoint prints its metrics for SageMaker's log; here they go to a file (progress bars: stderr).
+        with open(log, "w") as out, contextlib.redirect_stdout(out):
+            metrics = training.run_training_job(training.TrainingPaths.resolve(paths.opt_ml))
     except data.DataError as e:
         raise StepError(str(e)) from e
     finally:
@@ -167,11 +244,19 @@ def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool 
     return TrainedModel(paths.tarball, sha256_of(paths.tarball), metrics)
 
 
+def require_model(workdir: Path) -> ModelPaths:
+    """The trained model's paths; NoTrainedModelError with the fix when there is none."""
+    paths = model_paths(workdir)
+    if not (paths.model_dir.is_dir() and paths.tarball.is_file()):
+        raise NoTrainedModelError(
+            f"no trained model in {paths.tarball.parent}: run `scones train` (or `scones train --quick`) first"
+        )
+    return paths
+
+
 def evaluate_model(workdir: Path, staged: StagedData) -> dict:
     """Accuracy and confusion matrix of the trained model (in-process) on the staged test images."""
-    paths = model_paths(workdir)
-    if not paths.model_dir.is_dir():
-        raise StepError(f"no trained model in {paths.model_dir}; run `scones train` first")
+    paths = require_model(workdir)
     model = classifier.load_model_dir(paths.model_dir)
     report = training.evaluate(model, data.load_image_folder(staged.test_dir))
     report["test_is_holdout"] = staged.test_is_holdout

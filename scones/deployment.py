@@ -1,0 +1,148 @@
+"""Deploy the model endpoint and the stack. Off AWS the endpoint is the local model server: it gets a port,
+the stack is deployed with that URL as the classifier's AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, then the server
+starts with data capture into the stack's bucket (which exists only once the stack does); the artifacts'
+hashes are recorded in WORKDIR/artifacts.json. On AWS, cloud/promote.py pushes the serving image to ECR and
+deploys the same template with the SageMaker endpoint, refusing artifacts that differ from the recorded ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloud.deploy import DEFAULT_ENDPOINT_NAME, DeployConfig, deploy_stack, teardown_stack
+from cloud.manifest import MANIFEST_NAME
+from cloud.promote import PromotionConfig, format_plan, plan_promotion, promote, promotion_session, teardown_promotion
+from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
+from scones.model_server import ModelServer, find_free_port
+from scones.steps import ModelPaths, model_paths
+from scones.target import Connection
+
+CAPTURE_PREFIX = "data-capture"  # where SageMaker captures on AWS too (template: DataCaptureConfig)
+DEPLOY_TIMEOUT_S = 600.0  # an emulator deploys in seconds; on AWS an endpoint takes minutes (1800 s there)
+AWS_DEPLOY_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    stack_name: str
+    endpoint_name: str = DEFAULT_ENDPOINT_NAME
+    threshold: float = DEFAULT_CONFIDENCE_THRESHOLD
+    model_port: int | None = None  # None: a free port
+    model_url: str | None = None  # an existing model server (docker compose: http://model:8080); none started
+    # --target aws (cloud/promote.py): the local serving image pushed to ECR, the endpoint's instance type
+    local_image: str = "scones-model:latest"
+    repository: str = ""  # ECR repository; empty: <stack>-model
+    instance_type: str = "ml.m5.large"
+    allow_untested: bool = False  # promote artifacts that differ from the ones deployed to the emulator
+
+
+@dataclass
+class Deployment:
+    outputs: dict[str, str]
+    model_server: ModelServer | None  # started here (off AWS, without model_url); the caller stops it
+    model_server_url: str | None
+    capture_destination: str | None
+
+
+def manifest_path(workdir: Path) -> Path:
+    """The record of the artifacts deployed to the emulator, which a promotion to AWS checks against."""
+    return Path(workdir) / MANIFEST_NAME
+
+
+def capture_destination(outputs: dict[str, str]) -> str:
+    return f"s3://{outputs['ImageBucketName']}/{CAPTURE_PREFIX}"
+
+
+def deploy_to_emulator(
+    connection: Connection,
+    options: DeployOptions,
+    model: ModelPaths | None,
+    workdir: Path,
+    progress: Callable[[str], None],
+) -> Deployment:
+    """Deploy the stack pointing at a model server, and start that server for `model` (unless `model_url`
+    names one), recording the artifacts' hashes for a later promotion. The server started here is returned
+    running; if it cannot start, nothing is left running (the stack stays, for `teardown`)."""
+    url = options.model_url or f"http://127.0.0.1:{options.model_port or find_free_port()}"
+    has_tarball = model is not None and model.tarball.is_file()
+    config = DeployConfig(
+        stack_name=options.stack_name,
+        model_endpoint_name=options.endpoint_name,
+        model_endpoint_url=url,
+        confidence_threshold=options.threshold,
+        model_data_path=model.tarball if has_tarball else None,  # recorded in the manifest, not uploaded
+    )
+    outputs = deploy_stack(
+        config,
+        session=connection.session,
+        timeout_s=DEPLOY_TIMEOUT_S,
+        progress=progress,
+        manifest_path=manifest_path(workdir),
+    )
+    if options.model_url:
+        return Deployment(outputs, None, url, None)
+    destination = capture_destination(outputs)
+    server = ModelServer(
+        model.model_dir,
+        port=int(url.rsplit(":", 1)[1]),
+        capture_destination=destination,
+        endpoint_name=options.endpoint_name,
+        log_path=Path(workdir) / "logs" / "model-server.log",
+    )
+    progress(f"starting the model server on {url} (log {server.log_path}); captures go to {destination}")
+    server.start()
+    return Deployment(outputs, server, url, destination)
+
+
+def promotion_config(options: DeployOptions, workdir: Path) -> PromotionConfig:
+    return PromotionConfig(
+        stack_name=options.stack_name,
+        model_data_path=model_paths(workdir).tarball,
+        local_image=options.local_image,
+        repository=options.repository,
+        endpoint_name=options.endpoint_name,
+        instance_type=options.instance_type,
+        confidence_threshold=options.threshold,
+        manifest_path=manifest_path(workdir),
+    )
+
+
+def plan_aws(options: DeployOptions, workdir: Path) -> tuple[str, bool]:
+    """The dry run of a promotion: (what would be created and the artifacts' hashes, whether they are
+    the ones deployed to the emulator). No AWS call."""
+    plan = plan_promotion(promotion_config(options, workdir), session=promotion_session())
+    return format_plan(plan), plan.proven
+
+
+def deploy_to_aws(
+    connection: Connection, options: DeployOptions, workdir: Path, progress: Callable[[str], None]
+) -> Deployment:
+    """Promote (cloud/promote.py): the serving image to ECR, the same model.tar.gz, the same template with
+    the SageMaker endpoint, refused unless these are the artifacts deployed to the emulator."""
+    result = promote(
+        promotion_config(options, workdir),
+        session=connection.session,
+        allow_aws=True,
+        allow_untested=options.allow_untested,
+        timeout_s=AWS_DEPLOY_TIMEOUT_S,
+        progress=progress,
+    )
+    return Deployment(result.outputs, None, None, capture_destination(result.outputs))
+
+
+def remove_stack(
+    connection: Connection, stack_name: str, progress: Callable[[str], None], repository: str = ""
+) -> None:
+    """Delete the stack and its buckets; on AWS also the SageMaker endpoint (checked) and the pushed images."""
+    if connection.allow_aws:
+        teardown_promotion(
+            stack_name,
+            repository=repository,
+            session=connection.session,
+            allow_aws=True,
+            timeout_s=AWS_DEPLOY_TIMEOUT_S,
+            progress=progress,
+        )
+        return
+    teardown_stack(stack_name, session=connection.session, timeout_s=DEPLOY_TIMEOUT_S, progress=progress)

@@ -1,0 +1,208 @@
+"""Reports: what the workflow (or the endpoint) did with a batch of test images, and what the model server
+captured (counts, class distribution, confidence histogram as text and as a PNG drawn with matplotlib)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lambdas.contract import CLASSES
+from local_model.capture import CapturedInference
+from scones.batch import ImageOutcome
+
+OUTCOMES = ("routed", "rejected", "failed")
+HISTOGRAM_BINS = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))  # top-class probability, 0.50..1.00
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of `values`, None when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = math.ceil(q / 100 * len(ordered))
+    return ordered[min(len(ordered), max(1, rank)) - 1]
+
+
+@dataclass
+class BatchReport:
+    """The numbers of one batch run; `to_dict()` is what `--json` and the demo's report file hold."""
+
+    via: str  # "workflow" or "endpoint"
+    n_images: int
+    threshold: float
+    routed: int
+    rejected: int
+    failed: int
+    errors: dict[str, int]  # failed images by error name
+    accuracy: float | None  # top-class accuracy over every image the endpoint scored, rejected ones included
+    routed_accuracy: float | None  # share of routed images routed as their true class
+    # rows: true class; columns: routed as each class, then "rejected", then "failed"
+    confusion: dict[str, dict[str, int]]
+    latency_p50_s: float | None
+    latency_p99_s: float | None
+    captured: int | None = None  # capture records found after the run
+    capture_destination: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_batch(outcomes: list[ImageOutcome], threshold: float, via: str) -> BatchReport:
+    counts = Counter(o.outcome for o in outcomes)
+    scored = [o for o in outcomes if o.scores]
+    routed = [o for o in outcomes if o.outcome == "routed"]
+    columns = [*CLASSES, "rejected", "failed"]
+    confusion = {label: dict.fromkeys(columns, 0) for label in CLASSES}
+    for o in outcomes:
+        column = o.predicted if o.outcome == "routed" else o.outcome
+        confusion[o.label][column] += 1
+    latencies = [o.seconds for o in outcomes if o.seconds is not None and o.outcome != "failed"]
+    return BatchReport(
+        via=via,
+        n_images=len(outcomes),
+        threshold=threshold,
+        routed=counts["routed"],
+        rejected=counts["rejected"],
+        failed=counts["failed"],
+        errors=dict(Counter(o.error for o in outcomes if o.outcome == "failed")),
+        accuracy=sum(o.predicted == o.label for o in scored) / len(scored) if scored else None,
+        routed_accuracy=sum(o.predicted == o.label for o in routed) / len(routed) if routed else None,
+        confusion=confusion,
+        latency_p50_s=percentile(latencies, 50),
+        latency_p99_s=percentile(latencies, 99),
+    )
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part} ({100 * part / whole:.0f}%)" if whole else str(part)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_batch_report(report: BatchReport, what: str) -> str:
+    """The short text report: outcomes, accuracy, confusion matrix, latency, captures."""
+    n = report.n_images
+    through = "the Step Functions workflow" if report.via == "workflow" else "the model endpoint (no workflow)"
+    lines = [f"Report: {n} {what} through {through}"]
+    outcome = f"{_share(report.routed, n)} routed, {_share(report.rejected, n)} rejected as low confidence"
+    lines.append(f"  outcomes      {outcome} (threshold {report.threshold}), {report.failed} failed")
+    for name, count in sorted(report.errors.items()):
+        lines.append(f"                  {count} x {name}")
+    scored = sum(sum(row[c] for c in (*CLASSES, "rejected")) for row in report.confusion.values())
+    lines.append(f"  accuracy      {_number(report.accuracy, '.3f')} (top class of all {scored} scored images)")
+    right = sum(report.confusion[label][label] for label in CLASSES)
+    lines.append(
+        f"  routed right  {right} of {report.routed} ({_number(report.routed_accuracy, '.3f')}): "
+        "routed images sent to their true class"
+    )
+    columns = [*CLASSES, "rejected", "failed"]
+    lines.append("  confusion     rows: true class; columns: routed as, or not routed")
+    lines.append(" " * 14 + "".join(f"{c:>12}" for c in columns))
+    for label in CLASSES:
+        lines.append(f"{label:>14}" + "".join(f"{report.confusion[label][c]:>12}" for c in columns))
+    clock = "StartExecution to end, Step Functions' clock" if report.via == "workflow" else "per request"
+    p50 = _number(report.latency_p50_s and report.latency_p50_s * 1000, ".0f")
+    p99 = _number(report.latency_p99_s and report.latency_p99_s * 1000, ".0f")
+    lines.append(f"  latency       p50 {p50} ms, p99 {p99} ms ({clock})")
+    if report.captured is not None:
+        lines.append(f"  captured      {report.captured} inference records in {report.capture_destination}")
+    return "\n".join(lines)
+
+
+# --- Captured inferences ---------------------------------------------------------------------------
+
+
+@dataclass
+class CaptureSummary:
+    destination: str
+    count: int
+    by_class: dict[str, int]  # predicted (top) class of each captured answer
+    confidences: list[float]  # top-class probability of each captured answer
+    histogram: list[int]  # counts per HISTOGRAM_BINS interval
+    first: str | None  # inferenceTime of the first and last record
+    last: str | None
+    unreadable: int  # records whose answer is not two probabilities
+
+    def below(self, threshold: float) -> int:
+        return sum(c < threshold for c in self.confidences)
+
+
+def summarize_captures(records: Iterable[CapturedInference], destination: str) -> CaptureSummary:
+    by_class = dict.fromkeys(CLASSES, 0)
+    confidences, times, unreadable = [], [], 0
+    for record in records:
+        scores = record.output
+        if not (isinstance(scores, list) and len(scores) == len(CLASSES)):
+            unreadable += 1
+            continue
+        top = max(range(len(CLASSES)), key=scores.__getitem__)
+        by_class[CLASSES[top]] += 1
+        confidences.append(float(scores[top]))
+        times.append(record.inference_time)
+    histogram = [0] * (len(HISTOGRAM_BINS) - 1)
+    for c in confidences:
+        histogram[min(len(histogram) - 1, max(0, int((c - HISTOGRAM_BINS[0]) / 0.05)))] += 1
+    return CaptureSummary(
+        destination=destination,
+        count=len(confidences) + unreadable,
+        by_class=by_class,
+        confidences=confidences,
+        histogram=histogram,
+        first=min(times) if times else None,
+        last=max(times) if times else None,
+        unreadable=unreadable,
+    )
+
+
+def format_captures(summary: CaptureSummary, threshold: float, plot: Path | None) -> str:
+    if summary.count == 0:
+        return f"no captured inferences under {summary.destination} yet: classify some images first"
+    lines = [f"Captured inferences in {summary.destination}: {summary.count} record{'' if summary.count == 1 else 's'}"]
+    if summary.first:
+        lines.append(f"  time          {summary.first} .. {summary.last}")
+    scored = len(summary.confidences)
+    lines.append("  classes       " + ", ".join(f"{name} {_share(n, scored)}" for name, n in summary.by_class.items()))
+    lines.append(f"  below {threshold:<7} {_share(summary.below(threshold), scored)} (would be rejected)")
+    lines.append("  confidence    (top-class probability)")
+    widest = max(summary.histogram) or 1
+    for (low, high), count in zip(itertools.pairwise(HISTOGRAM_BINS), summary.histogram, strict=True):
+        bar = "#" * math.ceil(40 * count / widest) if count else ""
+        lines.append(f"    {low:.2f}-{high:.2f} {count:>6} {bar}")
+    if summary.unreadable:
+        lines.append(f"  unreadable    {summary.unreadable} records whose answer is not {len(CLASSES)} probabilities")
+    if plot is not None:
+        lines.append(f"  plot          {plot}")
+    return "\n".join(lines)
+
+
+def plot_captures(summary: CaptureSummary, threshold: float, path: Path) -> Path:
+    """Class distribution and confidence histogram of the captured inferences, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    figure, (classes_axis, confidence_axis) = plt.subplots(1, 2, figsize=(10, 4), width_ratios=(1, 2))
+    try:
+        classes_axis.bar(list(summary.by_class), list(summary.by_class.values()), color=["#4c72b0", "#dd8452"])
+        classes_axis.set_title("predicted class")
+        classes_axis.set_ylabel("captured inferences")
+        confidence_axis.hist(summary.confidences, bins=list(HISTOGRAM_BINS), color="#55a868", edgecolor="white")
+        confidence_axis.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold}")
+        confidence_axis.set_title("top-class probability")
+        confidence_axis.set_xlabel("probability")
+        confidence_axis.legend(loc="upper left")
+        figure.suptitle(f"{summary.count} captured inferences: {summary.destination}", fontsize=9)
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+    finally:
+        plt.close(figure)
+    return path

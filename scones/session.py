@@ -1,0 +1,138 @@
+"""A running local environment: the emulator, the model server and the deployed stack, recorded in the state
+file while they run, and all stopped together (Ctrl-C, SIGTERM from `scones teardown`, or the end of the demo).
+`scones up` and `scones demo` run inside one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from scones.deployment import Deployment, DeployOptions, deploy_to_emulator, remove_stack
+from scones.emulator import HOST, local_aws_environment
+from scones.errors import EnvironmentProblemError, PortTakenError
+from scones.model_server import is_port_free
+from scones.state import (
+    MODEL_SERVER_MARKER,
+    SessionState,
+    clear_state,
+    process_matches,
+    read_state,
+    stop_process,
+    write_state,
+)
+from scones.steps import ModelPaths
+from scones.target import Connection
+
+
+@dataclass
+class LocalEnvironment:
+    connection: Connection
+    deployment: Deployment
+    state: SessionState
+
+
+def check_no_session(workdir: Path) -> None:
+    """Refuse to start a second environment over one that is still running from the same workdir."""
+    state = read_state(workdir)
+    if state is None:
+        return
+    if state.owner_alive:
+        raise EnvironmentProblemError(
+            f"`scones up` (pid {state.owner_pid}) is already running with workdir {workdir}: stop it (Ctrl-C there, "
+            "or `scones teardown`), or pass another --workdir"
+        )
+    if state.model_server_pid and process_matches(state.model_server_pid, MODEL_SERVER_MARKER):
+        raise EnvironmentProblemError(
+            f"a deployment made by `scones deploy` (model server pid {state.model_server_pid}) is recorded in "
+            f"{workdir}: run `scones teardown` first, or pass another --workdir"
+        )
+    clear_state(workdir)  # what it recorded has stopped: forget it
+
+
+def check_ports_free(**ports: int | None) -> None:
+    """Fail before anything starts when a port asked for (e.g. emulator_port=4566) is taken."""
+    for option, port in ports.items():
+        if port and not is_port_free(HOST, port):
+            flag = "--" + option.replace("_", "-")
+            raise PortTakenError(
+                f"port {port} on {HOST} ({flag}) is already in use: choose another, or leave {flag} unset "
+                "for a free one"
+            )
+
+
+def stop_signals_interrupt() -> None:
+    """SIGTERM (sent by `scones teardown`, or a process manager) stops like Ctrl-C: cleanup runs."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def export_lines(connection: Connection) -> list[str]:
+    """What a shell needs to point the AWS CLI and boto3 at this environment's emulator."""
+    if connection.endpoint_url is None:
+        return []
+    return [" ".join(f"{k}={v}" for k, v in local_aws_environment(connection.endpoint_url).items())]
+
+
+@contextlib.contextmanager
+def local_environment(
+    connection: Connection,
+    workdir: Path,
+    options: DeployOptions,
+    model: ModelPaths,
+    model_sha256: str,
+    say: Callable[[str], None],
+) -> Iterator[LocalEnvironment]:
+    """Deploy with a model server and record it in the state file; on exit stop the model servers, delete
+    the stack and forget the state (the caller's connection stops the emulator after)."""
+    deployment = None
+    try:
+        deployment = deploy_to_emulator(connection, options, model, workdir, say)
+        server = deployment.model_server
+        state = SessionState(
+            target=connection.kind.value,
+            stack_name=options.stack_name,
+            outputs=deployment.outputs,
+            aws_endpoint_url=connection.endpoint_url,
+            owner_pid=os.getpid(),
+            model_server_url=deployment.model_server_url,
+            model_server_pid=server.pid if server else None,
+            model_server_log=str(server.log_path) if server else None,
+            capture_destination=deployment.capture_destination,
+            model_sha256=model_sha256,
+        )
+        write_state(workdir, state)
+        yield LocalEnvironment(connection, deployment, state)
+    finally:
+        shut_down(connection, workdir, options.stack_name, deployment, say)
+
+
+def shut_down(
+    connection: Connection, workdir: Path, stack_name: str, deployment: Deployment | None, say: Callable[[str], None]
+) -> None:
+    """Model servers first (they flush captured data into the bucket), then the stack and its buckets."""
+    recorded = read_state(workdir)
+    own = deployment.model_server if deployment else None
+    replaced = recorded.model_server_pid if recorded else None
+    # A model server `scones deploy` started while we ran, in place of ours.
+    if replaced and (own is None or replaced != own.pid) and stop_process(replaced, MODEL_SERVER_MARKER):
+        say(f"stopped the model server {recorded.model_server_url} (pid {replaced})")
+    if own is not None and own.running:
+        own.stop()
+        say(f"stopped the model server {own.url}")
+    try:
+        remove_stack(connection, stack_name, lambda line: say(f"teardown: {line}"))
+    except Exception as e:  # never mask the error that brought us here; the user can run teardown again
+        say(f"teardown of stack {stack_name} failed: {e}; run `scones teardown`")
+    if recorded is None or recorded.owner_pid == os.getpid():
+        clear_state(workdir)
+
+
+def wait_until_interrupted(poll_s: float = 1.0) -> None:
+    """Block until Ctrl-C or SIGTERM (both raise KeyboardInterrupt here)."""
+    forever = threading.Event()
+    while True:
+        forever.wait(poll_s)

@@ -1,0 +1,53 @@
+"""The report's numbers from a batch of outcomes: counts, accuracy, confusion matrix, latency percentiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scones.batch import ImageOutcome
+from scones.report import format_batch_report, percentile, summarize_batch
+
+
+def outcome(label: str, scores: list[float] | None, what: str, seconds: float | None = 1.0, error=None):
+    return ImageOutcome(Path(f"{label}.png"), label, scores, what, seconds, error=error)
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [([], 50, None), ([3.0], 99, 3.0), ([1, 2, 3, 4], 50, 2), ([1, 2, 3, 4], 99, 4), (list(range(1, 101)), 99, 99)],
+)
+def test_percentile_is_nearest_rank(values, q, expected):
+    assert percentile(values, q) == expected
+
+
+def test_summary_counts_every_image_once_and_keeps_failures_out_of_latency():
+    outcomes = [
+        outcome("bicycle", [0.97, 0.03], "routed", 0.5),
+        outcome("bicycle", [0.40, 0.60], "rejected", 0.7),  # wrong and unsure
+        outcome("motorcycle", [0.02, 0.98], "routed", 0.9),
+        outcome("motorcycle", [0.96, 0.04], "routed", 1.1),  # routed to the wrong class
+        outcome("motorcycle", None, "failed", None, error="EndpointError"),
+    ]
+    report = summarize_batch(outcomes, 0.93, "workflow")
+    assert (report.n_images, report.routed, report.rejected, report.failed) == (5, 3, 1, 1)
+    assert report.errors == {"EndpointError": 1}
+    assert report.accuracy == pytest.approx(2 / 4)  # of the 4 scored images
+    assert report.routed_accuracy == pytest.approx(2 / 3)
+    assert report.confusion == {
+        "bicycle": {"bicycle": 1, "motorcycle": 0, "rejected": 1, "failed": 0},
+        "motorcycle": {"bicycle": 1, "motorcycle": 1, "rejected": 0, "failed": 1},
+    }
+    assert (report.latency_p50_s, report.latency_p99_s) == (0.7, 1.1)
+
+    text = format_batch_report(report, "test images")
+    assert "3 (60%) routed, 1 (20%) rejected as low confidence (threshold 0.93), 1 failed" in text
+    assert "1 x EndpointError" in text
+    assert "routed right  2 of 3" in text
+    assert "p50 700 ms, p99 1100 ms" in text
+
+
+def test_an_empty_batch_reports_no_numbers_rather_than_failing():
+    text = format_batch_report(summarize_batch([], 0.93, "endpoint"), "test images")
+    assert "accuracy      n/a" in text and "p50 n/a ms" in text
