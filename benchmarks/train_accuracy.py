@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.classifier import CLASSES, load_model_dir
 from local_model.data import load_image_folder, stratified_folds
 from local_model.train import Hyperparameters, evaluate, train_model
@@ -41,7 +42,7 @@ def run_once(train, test, hp: Hyperparameters) -> dict:
         start = time.perf_counter()
         metrics = train_model(train, Path(model_dir), replace(hp, val_fraction=0.0))
         wall = time.perf_counter() - start
-        result = evaluate(load_model_dir(Path(model_dir)), test)
+        result = evaluate(load_model_dir(Path(model_dir)), test, threshold=DEFAULT_CONFIDENCE_THRESHOLD)
     result.update(
         train_seconds=metrics["train_seconds"], wall_seconds=wall, train_images_per_s=metrics["train_images_per_s"]
     )
@@ -53,7 +54,8 @@ def print_result(name: str, r: dict) -> None:
     print(
         f"{name}: accuracy {r['accuracy']:.3f} on {r['n_images']} images | train {r['train_seconds']:.1f} s "
         f"({r['train_images_per_s']:.0f} img/s) | inference {r['inference_images_per_s']:.0f} img/s | "
-        f"confusion (rows true {'/'.join(CLASSES)}) {cm}",
+        f"confusion (rows true {'/'.join(CLASSES)}) {cm} | routed at {r['threshold']}: "
+        f"{r['routed_fraction']:.2f} of images, accuracy {r['routed_accuracy'] or 0:.3f}",
         flush=True,
     )
 
@@ -92,12 +94,14 @@ def main() -> int:
         "accuracy_max": float(np.max(accs)),
         "train_seconds_mean": float(np.mean([r["train_seconds"] for r in results])),
         "confusion_matrix_total": np.sum([r["confusion_matrix"] for r in results], axis=0).tolist(),
+        "routed_fraction_mean": float(np.mean([r["routed_fraction"] for r in results])),
         "runs": results,
     }
     print(
         f"SUMMARY accuracy mean {summary['accuracy_mean']:.4f} (min {summary['accuracy_min']:.3f}, "
         f"max {summary['accuracy_max']:.3f}) over {len(results)} run(s); "
-        f"train {summary['train_seconds_mean']:.1f} s mean; confusion {summary['confusion_matrix_total']}"
+        f"train {summary['train_seconds_mean']:.1f} s mean; confusion {summary['confusion_matrix_total']}; "
+        f"routed at the workflow's threshold {summary['routed_fraction_mean']:.2f}"
     )
     if args.json_out:
         with open(args.json_out, "a") as f:

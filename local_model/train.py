@@ -138,8 +138,9 @@ def train_network(train_set: ImageSet, hp: Hyperparameters, seed: int, desc: str
     return net.eval()
 
 
-def evaluate(classifier: Classifier, images: ImageSet) -> dict:
-    """Accuracy, confusion matrix (rows = true class, columns = predicted) and throughput."""
+def evaluate(classifier: Classifier, images: ImageSet, threshold: float | None = None) -> dict:
+    """Accuracy, confusion matrix (rows = true class, columns = predicted) and throughput; with a
+    confidence `threshold`, also the share of images confident enough to route and their accuracy."""
     start = time.perf_counter()
     probs = classifier.predict_proba(images.images)
     seconds = time.perf_counter() - start
@@ -147,12 +148,18 @@ def evaluate(classifier: Classifier, images: ImageSet) -> dict:
     n_classes = len(classifier.meta.classes)
     confusion = np.zeros((n_classes, n_classes), dtype=int)
     np.add.at(confusion, (images.labels, predicted), 1)
-    return {
+    result = {
         "accuracy": float((predicted == images.labels).mean()),
         "confusion_matrix": confusion.tolist(),
         "n_images": len(images),
         "inference_images_per_s": len(images) / seconds,
     }
+    if threshold is not None:
+        confident = probs.max(1) >= threshold
+        result["threshold"] = threshold
+        result["routed_fraction"] = float(confident.mean())
+        result["routed_accuracy"] = float((predicted == images.labels)[confident].mean()) if confident.any() else None
+    return result
 
 
 def train_model(train_set: ImageSet, model_dir: Path, hp: Hyperparameters, validation: ImageSet | None = None) -> dict:

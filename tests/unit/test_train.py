@@ -125,3 +125,17 @@ def test_loading_a_broken_model_dir_is_a_named_error(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"garbage")
     with pytest.raises(classifier.ModelFormatError, match=r"model\.pt"):
         classifier.load_model_dir(tmp_path)
+
+
+def test_evaluate_reports_routing_at_a_threshold():
+    from local_model.data import ImageSet
+    from local_model.model import ResNet9
+
+    torch.manual_seed(0)
+    model = classifier.Classifier([ResNet9(width=4)], classifier.ModelMeta(width=4))
+    images = ImageSet(np.zeros((4, 32, 32, 3), dtype=np.uint8), np.array([0, 0, 1, 1]), ["a", "b", "c", "d"])
+    everything = train.evaluate(model, images, threshold=0.0)
+    nothing = train.evaluate(model, images, threshold=1.01)
+    assert everything["routed_fraction"] == 1.0 and everything["routed_accuracy"] == everything["accuracy"]
+    assert nothing["routed_fraction"] == 0.0 and nothing["routed_accuracy"] is None
+    assert "routed_fraction" not in train.evaluate(model, images)
