@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import re
 import shutil
 import zipfile
@@ -17,6 +16,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 from cfnlint.api import lint_file
 from cfnlint.decode import decode_str
+from conftest import use_offline_aws
 from moto import mock_aws
 
 from cloud import deploy, workflow
@@ -29,12 +29,7 @@ RESOURCES = TEMPLATE["Resources"]
 
 @pytest.fixture(autouse=True)
 def offline_aws(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("AWS_ENDPOINT_URL") or name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    use_offline_aws(monkeypatch, "eu-west-1")
 
 
 # --- Artifacts ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from image_samples import encode, jpeg_rgb, make_model_dir, png_claiming_size, png_rgba, random_pixels, truncated
+from image_samples import encode, jpeg_rgb, png_claiming_size, png_rgba, random_pixels, truncated
 from PIL import Image
 
 from local_model import inference
@@ -22,18 +22,7 @@ from local_model.inference import (
 )
 from local_model.model import ResNet9
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_dir(tmp_path_factory.mktemp("model"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from conftest import use_offline_aws
 from moto import mock_aws
 
 from lambdas import classify_image, clients, contract, filter_low_confidence, serialize_image_data
@@ -45,12 +45,7 @@ def load_event(name: str) -> dict:
 @pytest.fixture(autouse=True)
 def offline_aws(monkeypatch):
     """Dummy credentials and region, no emulator endpoint, and fresh cached clients per test."""
-    for name in list(os.environ):
-        if name.startswith("AWS_ENDPOINT_URL") or name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_offline_aws(monkeypatch, "us-east-1")
     clients.s3_client.cache_clear()
     clients.sagemaker_runtime_client.cache_clear()
     yield

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import botocore.endpoint
 import pytest
 import yaml
 from cfnlint.decode import decode_str
+from conftest import use_offline_aws
 from moto import mock_aws
 
 from cloud import deploy, manifest, promote
@@ -55,12 +55,7 @@ elif args[0] == "logout":
 
 @pytest.fixture(autouse=True)
 def offline_aws(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("AWS_ENDPOINT_URL") or name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    use_offline_aws(monkeypatch, "eu-west-1")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 

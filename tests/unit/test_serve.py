@@ -11,10 +11,9 @@ import threading
 import boto3
 import numpy as np
 import pytest
-import torch
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from image_samples import encode, jpeg_rgb, make_model_dir, png_claiming_size, png_rgba, random_pixels, truncated
+from image_samples import encode, jpeg_rgb, png_claiming_size, png_rgba, random_pixels, truncated
 from moto import mock_aws
 from PIL import Image
 from starlette.testclient import TestClient
@@ -27,17 +26,7 @@ from scones.model_server import ModelServer
 MAX_BODY_BYTES = 1_000_000  # small, so the 413 cases stay cheap
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_dir(tmp_path_factory.mktemp("model"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
