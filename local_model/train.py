@@ -37,7 +37,7 @@ class Hyperparameters:
     warmup_fraction: float = 0.2  # share of steps spent rising to the peak
     momentum: float = 0.9
     weight_decay: float = 5e-4  # L2, applied to weights and BN parameters alike
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0  # 0.1 was as accurate but capped confidence near 0.95: 64% vs 85% routed at 0.93
     width: int = 16  # channels of the stem; the net widens to 8x this
     ensemble_size: int = 1  # independently seeded networks averaged at inference
     autoaugment: bool = True  # torchvision's CIFAR-10 AutoAugment policy per image
