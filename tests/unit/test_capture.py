@@ -13,6 +13,7 @@ from itertools import cycle
 
 import boto3
 import pytest
+from conftest import use_offline_aws
 from moto import mock_aws
 
 from local_model.capture import (
@@ -243,11 +244,7 @@ def test_reader_names_the_file_of_a_broken_record(tmp_path):
 
 @pytest.fixture
 def s3(monkeypatch):
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_offline_aws(monkeypatch, "us-east-1")
     with mock_aws():
         client = boto3.client("s3")
         client.create_bucket(Bucket="capture")

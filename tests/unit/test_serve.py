@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from conftest import use_offline_aws
 from image_samples import encode, jpeg_rgb, png_claiming_size, png_rgba, random_pixels, truncated
 from moto import mock_aws
 from PIL import Image
@@ -258,11 +259,7 @@ def test_capture_failure_never_fails_the_request(model_dir, tmp_path, caplog):
 
 
 def test_capture_to_s3_uses_the_sagemaker_layout(model_dir, monkeypatch):
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_offline_aws(monkeypatch, "us-east-1")
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="capture-bucket")
