@@ -170,16 +170,17 @@ def is_real_aws(client) -> bool:
     return is_real_aws_url(client.meta.endpoint_url)
 
 
-def refuse_real_aws(clients: list, allow_aws: bool) -> None:
-    """Raise RealAwsRefusedError if any client would reach real AWS and that was not asked for."""
+REFUSAL_ADVICE = ": set AWS_ENDPOINT_URL to an emulator, or ask for AWS explicitly (--aws, allow_aws=True)"
+
+
+def refuse_real_aws(clients: list, allow_aws: bool, advice: str = REFUSAL_ADVICE) -> None:
+    """Raise RealAwsRefusedError if any client would reach real AWS and that was not asked for;
+    `advice` follows the endpoint in the message."""
     if allow_aws:
         return
     for client in clients:
         if is_real_aws(client):
-            raise RealAwsRefusedError(
-                f"refusing to touch real AWS ({client.meta.endpoint_url}): set AWS_ENDPOINT_URL to an "
-                "emulator, or ask for AWS explicitly (--aws, allow_aws=True)"
-            )
+            raise RealAwsRefusedError(f"refusing to touch real AWS ({client.meta.endpoint_url}){advice}")
 
 
 def target_clients(session: boto3.Session, allow_aws: bool) -> tuple:

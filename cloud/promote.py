@@ -37,9 +37,9 @@ from cloud.deploy import (
     artifact_digests,
     build_artifacts,
     deploy_stack,
-    is_real_aws,
     is_real_aws_url,
     make_client,
+    refuse_real_aws,
     stack_resource_id,
     stack_status,
     target_clients,
@@ -654,12 +654,12 @@ def _aws_clients(session: boto3.Session, allow_aws: bool, *services: str) -> tup
     """CloudFormation, S3, STS and `services`, after refusing real AWS unless allowed and checking
     for credentials; no call is made."""
     others = tuple(make_client(session, service) for service in services)
-    for client in others if not allow_aws else ():
-        if is_real_aws(client):
-            raise RealAwsRefusedError(
-                f"refusing to touch real AWS ({client.meta.endpoint_url}) without --yes-really-aws "
-                "(allow_aws=True): a promotion creates a SageMaker endpoint, billed by the hour"
-            )
+    refuse_real_aws(
+        list(others),
+        allow_aws,
+        advice=" without --yes-really-aws (allow_aws=True): a promotion creates a SageMaker endpoint, "
+        "billed by the hour",
+    )
     cfn, s3, sts = target_clients(session, allow_aws)
     require_credentials(session)
     return (cfn, s3, sts, *others)
