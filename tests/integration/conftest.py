@@ -1,7 +1,12 @@
 """The real parts the integration tests run against, once per session: an AWS emulator (the one at
 AWS_ENDPOINT_URL, else ministack started here), a quickly trained model behind the real model server,
 and the stack deployed with cloud/deploy.py, torn down at the end. A missing part is a failure.
-Package-scoped, so that the emulator is gone (and AWS_ENDPOINT_URL restored) before other tests run."""
+Package-scoped, so that the emulator is gone (and AWS_ENDPOINT_URL restored) before other tests run.
+
+With SCONES_IT_MODEL_URL set, the suite uses that running model server (serving a model trained with
+QUICK_HYPERPARAMETERS) instead of its own, and deploys the stack with SCONES_IT_LAMBDA_MODEL_URL, the same
+server as the Lambdas reach it: tests/docker/run.py does so for `docker compose up`, where the Lambdas run in
+the LocalStack container and reach the model container as http://model:8080."""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR_VAR = "SCONES_DATA_DIR"
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar100-bikes"
+MODEL_URL_VAR = "SCONES_IT_MODEL_URL"
+LAMBDA_MODEL_URL_VAR = "SCONES_IT_LAMBDA_MODEL_URL"
 ENDPOINT_NAME = "scones-it-classifier"
 CONFIDENCE_THRESHOLD = 0.93
 # Test images are chosen well away from the threshold, so the workflow's verdict is not a coin toss.
@@ -64,10 +71,20 @@ def model_dir(tmp_path_factory, data_dir) -> Path:
     return model_dir
 
 
+@dataclass(frozen=True)
+class RunningModelServer:
+    url: str  # where the tests reach it
+    lambda_url: str  # where the Lambdas reach it
+
+
 @pytest.fixture(scope="package")
-def model_server(model_dir, tmp_path_factory):
+def model_server(request, tmp_path_factory) -> RunningModelServer:
+    if external := os.environ.get(MODEL_URL_VAR):
+        yield RunningModelServer(external, os.environ.get(LAMBDA_MODEL_URL_VAR) or external)
+        return
+    model_dir = request.getfixturevalue("model_dir")
     with ModelServer(model_dir, log_path=tmp_path_factory.mktemp("model-server") / "server.log") as server:
-        yield server
+        yield RunningModelServer(server.url, server.url)
 
 
 @pytest.fixture(scope="package")
@@ -75,7 +92,7 @@ def deploy_config(model_server) -> DeployConfig:
     return DeployConfig(
         stack_name=f"scones-it-{uuid.uuid4().hex[:8]}",
         model_endpoint_name=ENDPOINT_NAME,
-        model_endpoint_url=model_server.url,
+        model_endpoint_url=model_server.lambda_url,
         confidence_threshold=CONFIDENCE_THRESHOLD,
     )
 

@@ -1,0 +1,222 @@
+"""The images the Docker tests run, built here with no registry: Debian bases, `scones-model`, a LocalStack.
+
+- Base images come from Debian's packages: `debootstrap` into a folder, then `docker import`.
+- `scones-model` is built from local_model/Dockerfile exactly as a user builds it, with two build arguments:
+  the Debian base instead of python:3.11-slim, and local_model/wheels/ (filled by `pip download` on the
+  host, through pip's configured registries) instead of PyPI. The build runs with `--network none`.
+- The LocalStack stand-in (the official image cannot be pulled): localstack-core at the pin
+  tests/localstack/run.py installs, with the subprocess Lambda executor, on a Debian 13 base (Python 3.13,
+  which LocalStack needs); LocalStack's own Docker executor would need a Lambda runtime image and an init
+  binary that it downloads at run time.
+
+Each image is labelled with a hash of its inputs and rebuilt only when they change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+MODEL_DOCKERFILE = ROOT / "local_model" / "Dockerfile"
+MODEL_REQUIREMENTS = ROOT / "local_model" / "requirements.txt"
+MODEL_WHEELS = ROOT / "local_model" / "wheels"
+MODEL_IMAGE = "scones-model:latest"  # what docker-compose.yml and SageMaker local mode run
+LOCALSTACK_DIR = ROOT / "tests" / "localstack"
+LOCALSTACK_DOCKERFILE = HERE / "localstack.Dockerfile"
+LOCALSTACK_IMAGE = "scones-localstack:2026.3.0"
+INPUTS_LABEL = "org.scones.inputs"
+# Debian 12 has the model's Python (3.11, as python:3.11-slim); Debian 13 has LocalStack's (3.13).
+BASES = {
+    "bookworm": ["python3", "python3-venv"],
+    "trixie": ["python3", "python3-venv", "curl"],  # curl: the compose file's LocalStack health check
+}
+
+
+class ImageBuildError(Exception):
+    """An image could not be built; the message has the end of the failing command's output."""
+
+
+def log(message: str) -> None:
+    print(f"docker: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Docker:
+    host: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": self.host}
+
+    def run(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, **kwargs)
+        if check and result.returncode != 0:
+            raise ImageBuildError(f"docker {' '.join(args[:3])} ... failed: {_tail(result.stdout + result.stderr)}")
+        return result
+
+    def label_of(self, image: str) -> str | None:
+        result = self.run("image", "inspect", "--format", "{{json .Config.Labels}}", image, check=False)
+        if result.returncode != 0:
+            return None
+        return (json.loads(result.stdout) or {}).get(INPUTS_LABEL)
+
+
+def fingerprint(*parts: str | bytes | Path) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            for path in sorted(part.rglob("*")) if part.is_dir() else [part]:
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".whl":
+                    digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+        else:
+            digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _timed(what: str, build) -> str:
+    started = time.monotonic()
+    log(f"building {what}")
+    image = build()
+    log(f"built {image} in {time.monotonic() - started:.0f} s")
+    return image
+
+
+def base_image(docker: Docker, suite: str) -> str:
+    """`scones-base:<suite>`: a minimal Debian root from debootstrap, imported; reused while its inputs hold."""
+    packages = BASES[suite]
+    tag = f"scones-base:{suite}"
+    inputs = fingerprint("debootstrap --variant=minbase", suite, ",".join(packages))
+    if docker.label_of(tag) == inputs:
+        log(f"reusing {tag}")
+        return tag
+
+    def build() -> str:
+        with tempfile.TemporaryDirectory(prefix=f"scones-{suite}-") as scratch:
+            rootfs = Path(scratch) / "rootfs"
+            result = subprocess.run(
+                ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(rootfs)],
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                raise ImageBuildError(f"debootstrap {suite} failed: {_tail(result.stdout + result.stderr)}")
+            for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                shutil.rmtree(rootfs / cache, ignore_errors=True)
+            tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+            imported = subprocess.run(
+                ["docker", "import", "--change", f"LABEL {INPUTS_LABEL}={inputs}", "-", tag],
+                stdin=tar.stdout,
+                env=docker.env,
+                capture_output=True,
+                text=True,
+            )
+            tar.stdout.close()
+            if tar.wait() != 0 or imported.returncode != 0:
+                raise ImageBuildError(f"docker import {tag} failed: {_tail(imported.stderr)}")
+        return tag
+
+    return _timed(f"{tag} from Debian's packages (debootstrap, about a minute)", build)
+
+
+def download_wheels(python: str, requirements: list[str], dest: Path) -> None:
+    """The wheels of `requirements` and their dependencies for `python`, through pip's configured registries
+    (`pip wheel`: a dependency published only as a source archive is built into a wheel here, not offline)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [python, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--wheel-dir", str(dest)]
+        + requirements,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise ImageBuildError(f"pip download failed: {_tail(result.stderr)}")
+
+
+def model_image(docker: Docker, python: str = sys.executable) -> str:
+    """`scones-model:latest` from local_model/Dockerfile, on the Debian 12 base, offline."""
+    base = base_image(docker, "bookworm")
+    sources = sorted((ROOT / "local_model").glob("*.py"))
+    inputs = fingerprint(
+        docker.label_of(base) or "", MODEL_DOCKERFILE, MODEL_REQUIREMENTS, ROOT / ".dockerignore",
+        *sources, ROOT / "local_model" / "bin",
+    )  # fmt: skip
+    if docker.label_of(MODEL_IMAGE) == inputs:
+        log(f"reusing {MODEL_IMAGE}")
+        return MODEL_IMAGE
+
+    def build() -> str:
+        download_wheels(python, ["-r", str(MODEL_REQUIREMENTS)], MODEL_WHEELS)
+        docker.run(
+            "build", "--network", "none", "--force-rm",
+            "--file", str(MODEL_DOCKERFILE),
+            "--build-arg", f"BASE_IMAGE={base}",
+            "--build-arg", "PIP_SOURCE=--no-index --find-links /tmp/wheels",
+            "--label", f"{INPUTS_LABEL}={inputs}",
+            "--tag", MODEL_IMAGE,
+            str(ROOT),
+        )  # fmt: skip
+        return MODEL_IMAGE
+
+    return _timed(f"{MODEL_IMAGE} from local_model/Dockerfile (offline, base {base})", build)
+
+
+def localstack_image(docker: Docker) -> str:
+    """The LocalStack stand-in on the Debian 13 base, with the subprocess Lambda executor, offline."""
+    sys.path.insert(0, str(LOCALSTACK_DIR))
+    try:
+        import run as localstack_run  # tests/localstack/run.py: the pin, its constraints, the plugin
+    finally:
+        sys.path.remove(str(LOCALSTACK_DIR))
+    base = base_image(docker, "trixie")
+    inputs = fingerprint(docker.label_of(base) or "", LOCALSTACK_DOCKERFILE, localstack_run.install_fingerprint())
+    if docker.label_of(LOCALSTACK_IMAGE) == inputs:
+        log(f"reusing {LOCALSTACK_IMAGE}")
+        return LOCALSTACK_IMAGE
+
+    def build() -> str:
+        python_313 = localstack_run.find_python_313()
+        with tempfile.TemporaryDirectory(prefix="scones-localstack-image-") as scratch:
+            context = Path(scratch)
+            shutil.copy(localstack_run.CONSTRAINTS, context / "constraints.txt")
+            plugin = context / "plugin"
+            plugin.mkdir()
+            shutil.copy(LOCALSTACK_DIR / "pyproject.toml", plugin)
+            shutil.copytree(
+                LOCALSTACK_DIR / "localstack_subprocess_executor",
+                plugin / "localstack_subprocess_executor",
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
+            wheels = context / "wheels"
+            # The plugin's build backend too: pip builds the plugin inside the offline build.
+            download_wheels(
+                python_313,
+                [localstack_run.LOCALSTACK_REQUIREMENT, "flit_core>=3.9,<4", "-c", str(localstack_run.CONSTRAINTS)],
+                wheels,
+            )
+            docker.run(
+                "build", "--network", "none", "--force-rm",
+                "--file", str(LOCALSTACK_DOCKERFILE),
+                "--build-arg", f"BASE_IMAGE={base}",
+                "--build-arg", f"LOCALSTACK_REQUIREMENT={localstack_run.LOCALSTACK_REQUIREMENT}",
+                "--label", f"{INPUTS_LABEL}={inputs}",
+                "--tag", LOCALSTACK_IMAGE,
+                str(context),
+            )  # fmt: skip
+        return LOCALSTACK_IMAGE
+
+    return _timed(f"{LOCALSTACK_IMAGE} (localstack-core + the subprocess Lambda executor, offline)", build)
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
