@@ -28,6 +28,7 @@ VARIABLES = {
     "SCONES_MODEL_HOST_DIR",
     "SCONES_CAPTURE_DESTINATION",
     "AWS_DEFAULT_REGION",
+    "DOCKER_SOCKET",
 }
 # Compose's interpolation: ${NAME}, ${NAME:-default} (unset or empty), ${NAME-default} (unset).
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
@@ -218,3 +219,14 @@ def test_every_service_is_health_checked_and_bound_to_loopback(compose):
         assert service["healthcheck"]["test"][0] == "CMD", name
         assert published_ports(service), name
         assert all(host_ip == "127.0.0.1" for host_ip, _, _ in published_ports(service)), name
+
+
+def test_compose_v1_can_read_it():
+    # docker-compose 1.29 (what Debian packages, what CI runs and SageMaker SDK 2.x falls back to) rejects a
+    # top-level `name`, and every top-level key it does not know.
+    assert set(raw_compose()) <= {"version", "services", "networks", "volumes", "configs", "secrets"}
+
+
+def test_the_docker_socket_mount_follows_docker_socket():
+    (volume,) = interpolate(raw_compose(), {"DOCKER_SOCKET": "/tmp/d/docker.sock"})["services"]["localstack"]["volumes"]
+    assert volume == "/tmp/d/docker.sock:/var/run/docker.sock"
