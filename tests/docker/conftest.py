@@ -4,6 +4,7 @@ is required (CI=true or SCONES_REQUIRE_DOCKER=1), where that is a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -12,29 +13,38 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import docker_engine  # noqa: E402
-import docker_images  # noqa: E402
-from run import DEFAULT_DATA_DIR, DATA_DIR_VAR, docker_required  # noqa: E402
+import docker_engine
+import docker_images
+from run import DATA_DIR_VAR, DEFAULT_DATA_DIR, docker_required
 
-from lambdas.contract import CLASSES  # noqa: E402
+from lambdas.contract import CLASSES
+
+
+def uncaptured(request):
+    """Output shown as it happens (the engine's start, image builds and their times belong in the CI log)."""
+    return request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled()
 
 
 @pytest.fixture(scope="session")
-def docker():
+def docker(request):
     """A Docker client handle on an engine that answers; DOCKER_HOST points at it for the session."""
-    try:
-        with docker_engine.docker_engine() as host, pytest.MonkeyPatch.context() as env:
-            env.setenv("DOCKER_HOST", host)
-            yield docker_images.Docker(host)
-    except docker_engine.DockerUnavailableError as e:
-        if docker_required():
-            pytest.fail(f"Docker is required here (CI=true or SCONES_REQUIRE_DOCKER=1) but unavailable: {e}")
-        pytest.skip(f"no Docker engine can be had here: {e}")
+    with contextlib.ExitStack() as stack:
+        try:
+            with uncaptured(request):
+                host = stack.enter_context(docker_engine.docker_engine())
+        except docker_engine.DockerUnavailableError as e:
+            if docker_required():
+                pytest.fail(f"Docker is required here (CI=true or SCONES_REQUIRE_DOCKER=1) but unavailable: {e}")
+            pytest.skip(f"no Docker engine can be had here: {e}")
+        env = stack.enter_context(pytest.MonkeyPatch.context())
+        env.setenv("DOCKER_HOST", host)
+        yield docker_images.Docker(host)
 
 
 @pytest.fixture(scope="session")
-def model_image(docker) -> str:
-    return docker_images.model_image(docker)
+def model_image(request, docker) -> str:
+    with uncaptured(request):
+        return docker_images.model_image(docker)
 
 
 @pytest.fixture(scope="session")

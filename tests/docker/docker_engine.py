@@ -115,7 +115,9 @@ def _own_dockerd(cache: Path) -> Iterator[str]:
                 if process.poll() is not None:
                     raise DockerUnavailableError(f"dockerd exited with {process.returncode}: {_tail(log_path)}")
                 if time.monotonic() > deadline:
-                    raise DockerUnavailableError(f"dockerd did not answer within {START_TIMEOUT_S} s: {_tail(log_path)}")
+                    raise DockerUnavailableError(
+                        f"dockerd did not answer within {START_TIMEOUT_S} s: {_tail(log_path)}"
+                    )
                 time.sleep(0.2)
             log(f"dockerd ready in {time.monotonic() - started:.1f} s at {docker_host} (images in {cache / 'root'})")
             _remove_leftovers(docker_host)

@@ -134,8 +134,17 @@ def download_wheels(python: str, requirements: list[str], dest: Path) -> None:
     (`pip wheel`: a dependency published only as a source archive is built into a wheel here, not offline)."""
     dest.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        [python, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--wheel-dir", str(dest)]
-        + requirements,
+        [
+            python,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(dest),
+            *requirements,
+        ],
         capture_output=True,
         text=True,
     )

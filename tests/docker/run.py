@@ -60,9 +60,19 @@ def train_in_container(docker: Docker, train_dir: Path, opt_ml: Path) -> Path:
     started = time.monotonic()
     log(f"training the quick model in a container on {train_dir}")
     result = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none"]
-        + ["-v", f"{opt_ml}:/opt/ml", "-v", f"{train_dir.resolve()}:/opt/ml/input/data/train:ro"]
-        + [docker_images.MODEL_IMAGE, "train"],
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{opt_ml}:/opt/ml",
+            "-v",
+            f"{train_dir.resolve()}:/opt/ml/input/data/train:ro",
+            docker_images.MODEL_IMAGE,
+            "train",
+        ],
         env=docker.env,
         capture_output=True,
         text=True,

@@ -31,12 +31,12 @@ def aws_recorder(monkeypatch):
     requests: list[str] = []
 
     class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (the standard library's name)
+        def do_POST(self):
             requests.append(f"{self.command} {self.path} {self.headers.get('X-Amz-Target', '')}")
             self.send_response(500)
             self.end_headers()
 
-        do_GET = do_PUT = do_POST  # noqa: N815
+        do_GET = do_PUT = do_POST
 
         def log_message(self, *args):
             pass
@@ -94,9 +94,7 @@ def test_fit_deploy_predict_delete_without_aws(
     check = sagemaker_local.check_docker()
     assert check[0] == "docker-compose" or check[:2] == ["docker", "compose"]
 
-    model_tar = sagemaker_local.train(
-        small_train_dir, tmp_path / "output", role=ROLE, hyperparameters=HYPERPARAMETERS
-    )
+    model_tar = sagemaker_local.train(small_train_dir, tmp_path / "output", role=ROLE, hyperparameters=HYPERPARAMETERS)
     assert model_tar.name == "model.tar.gz" and model_tar.is_file()
     model = inference.model_fn(model_tar)  # the host loads what the training container wrote
     assert model.meta.hyperparameters["epochs"] == 3 and model.meta.width == 8  # our hyperparameters reached it
