@@ -25,6 +25,10 @@ DEFAULT_CACHE = Path("/var/cache/scones-docker")
 # and debootstrap for base images made from Debian's own packages (no registry can be reached).
 PACKAGES = {"dockerd": "docker.io", "docker-compose": "docker-compose", "debootstrap": "debootstrap"}
 START_TIMEOUT_S = 60
+# With --iptables=false dockerd adds no filter rules, yet where br_netfilter is loaded bridged packets still
+# pass the host's FORWARD chain, whose policy an earlier dockerd may have set to DROP: containers on one of
+# our bridges could not reach each other. These rules accept exactly that traffic while our dockerd runs.
+BRIDGE_RULES = (("-i", "br-+", "-o", "br-+", "-j", "ACCEPT"), ("-i", "docker0", "-o", "docker0", "-j", "ACCEPT"))
 STOP_TIMEOUT_S = 30
 
 
@@ -109,6 +113,7 @@ def _own_dockerd(cache: Path) -> Iterator[str]:
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         failed = True
+        added_rules: list[tuple[str, ...]] = []
         try:
             deadline = started + START_TIMEOUT_S
             while not (socket_path.exists() and engine_answers(docker_host, timeout_s=5)):
@@ -121,12 +126,15 @@ def _own_dockerd(cache: Path) -> Iterator[str]:
                 time.sleep(0.2)
             log(f"dockerd ready in {time.monotonic() - started:.1f} s at {docker_host} (images in {cache / 'root'})")
             _remove_leftovers(docker_host)
+            added_rules = _allow_bridged_traffic()
             yield docker_host
             failed = False
         finally:
             if process.poll() is None:
                 _remove_leftovers(docker_host)
             _stop(process)
+            for rule in added_rules:
+                subprocess.run(["iptables", "-D", "FORWARD", *rule], capture_output=True)
             if failed:
                 log(f"dockerd log kept at {log_path}")
             else:
@@ -140,6 +148,21 @@ def _remove_leftovers(docker_host: str) -> None:
     if ids:
         subprocess.run(["docker", "rm", "-f", "-v", *ids], env=env, capture_output=True)
     subprocess.run(["docker", "network", "prune", "-f"], env=env, capture_output=True)
+
+
+def _allow_bridged_traffic() -> list[tuple[str, ...]]:
+    """Adds the BRIDGE_RULES that are missing; returns them, for removal at the end."""
+    if shutil.which("iptables") is None:
+        return []
+    added = []
+    for rule in BRIDGE_RULES:
+        if subprocess.run(["iptables", "-C", "FORWARD", *rule], capture_output=True).returncode != 0:
+            inserted = subprocess.run(["iptables", "-I", "FORWARD", "1", *rule], capture_output=True, text=True)
+            if inserted.returncode != 0:
+                log(f"could not allow traffic between containers: {inserted.stderr.strip()}")
+                continue
+            added.append(rule)
+    return added
 
 
 def _stop(process: subprocess.Popen) -> None:
