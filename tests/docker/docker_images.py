@@ -15,6 +15,7 @@ Each image is labelled with a hash of its inputs and rebuilt only when they chan
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -180,13 +181,17 @@ def model_image(docker: Docker, python: str = sys.executable) -> str:
     return _timed(f"{MODEL_IMAGE} from local_model/Dockerfile (offline, base {base})", build)
 
 
+def localstack_support():
+    """tests/localstack/run.py as a module: LocalStack's pin, its constraints, the plugin, command_env()."""
+    spec = importlib.util.spec_from_file_location("localstack_run", LOCALSTACK_DIR / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def localstack_image(docker: Docker) -> str:
     """The LocalStack stand-in on the Debian 13 base, with the subprocess Lambda executor, offline."""
-    sys.path.insert(0, str(LOCALSTACK_DIR))
-    try:
-        import run as localstack_run  # tests/localstack/run.py: the pin, its constraints, the plugin
-    finally:
-        sys.path.remove(str(LOCALSTACK_DIR))
+    localstack_run = localstack_support()
     base = base_image(docker, "trixie")
     inputs = fingerprint(docker.label_of(base) or "", LOCALSTACK_DOCKERFILE, localstack_run.install_fingerprint())
     if docker.label_of(LOCALSTACK_IMAGE) == inputs:

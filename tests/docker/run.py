@@ -138,16 +138,9 @@ def compose_up(docker: Docker, model_dir: Path) -> Iterator[float]:
 
 
 def command_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("AWS_PROFILE", "AWS_SESSION_TOKEN")}
-    env.update(
-        AWS_ENDPOINT_URL=LOCALSTACK_URL,
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_DEFAULT_REGION=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        SCONES_IT_MODEL_URL=MODEL_URL,
-        SCONES_IT_LAMBDA_MODEL_URL=LAMBDA_MODEL_URL,
-    )
-    env["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
+    """As tests/localstack/run.py gives its command (endpoint, dummy credentials, region), plus the model server."""
+    env = docker_images.localstack_support().command_env(LOCALSTACK_URL)
+    env.update(SCONES_IT_MODEL_URL=MODEL_URL, SCONES_IT_LAMBDA_MODEL_URL=LAMBDA_MODEL_URL)
     return env
 
 
