@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_IMAGE_CONTEXT = ROOT / "local_model"  # all the model image's build context lets in (Dockerfile.dockerignore)
+MODEL_IMAGE_CONTEXT = ROOT / "local_model"  # all the model image's build context lets in (.dockerignore)
 MANIFEST_FORMAT = "scones-artifacts/1"
 MANIFEST_NAME = "artifacts.json"
 
@@ -30,12 +30,15 @@ class ManifestError(RuntimeError):
 
 
 def model_image_inputs_sha256(context: Path = MODEL_IMAGE_CONTEXT) -> str:
-    """One hash over every file `docker build` copies into the model image (local_model/, without the
-    bytecode caches Dockerfile.dockerignore leaves out): name, size and content, in a stable order."""
+    """One hash over every file the model image is built from (local_model/, without the bytecode caches
+    .dockerignore leaves out, and without the wheels an offline build puts in local_model/wheels/: what they
+    install is pinned by requirements.txt, which counts): name, size and content, in a stable order."""
     digest = hashlib.sha256()
     for path in sorted(p for p in context.rglob("*") if p.is_file()):
         relative = path.relative_to(context.parent).as_posix()
         if "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        if path.parent == context / "wheels" and path.suffix in (".whl", ".gz"):
             continue
         data = path.read_bytes()
         digest.update(f"{relative}\0{len(data)}\0".encode())

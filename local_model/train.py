@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 from tqdm import tqdm
 
+from local_model.augment import AutoAugment
 from local_model.classifier import Classifier, ModelMeta, build_network, save_model_dir
 from local_model.data import ImageSet, holdout_split, load_image_folder
 
@@ -40,7 +40,7 @@ class Hyperparameters:
     label_smoothing: float = 0.0  # 0.1 was as accurate but capped confidence near 0.95: 64% vs 85% routed at 0.93
     width: int = 16  # channels of the stem; the net widens to 8x this
     ensemble_size: int = 1  # independently seeded networks averaged at inference
-    autoaugment: bool = True  # torchvision's CIFAR-10 AutoAugment policy per image
+    autoaugment: bool = True  # AutoAugment's CIFAR-10 policy per image (local_model/augment.py, Pillow)
     cutout_px: int = 8  # side of the square zeroed at a random place (0 = off)
     crop_pad_px: int = 4  # reflect padding before the random 32x32 crop
     val_fraction: float = 0.1  # held out for the reported metrics when no validation channel; 0 = none
@@ -73,7 +73,7 @@ class HyperparameterError(ValueError):
     """A hyperparameter is unknown or has the wrong type."""
 
 
-def augment(images: torch.Tensor, hp: Hyperparameters, auto: v2.AutoAugment | None) -> torch.Tensor:
+def augment(images: torch.Tensor, hp: Hyperparameters, auto: AutoAugment | None) -> torch.Tensor:
     """Random crop, horizontal flip, AutoAugment and cutout of an NCHW uint8 batch."""
     n, _, h, w = images.shape
     p = hp.crop_pad_px
@@ -114,7 +114,7 @@ def train_network(train_set: ImageSet, hp: Hyperparameters, seed: int, desc: str
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=hp.lr, total_steps=total_steps, pct_start=hp.warmup_fraction, anneal_strategy="linear"
     )
-    auto = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10) if hp.autoaugment else None
+    auto = AutoAugment() if hp.autoaugment else None
     net.train()
     with tqdm(range(hp.epochs), desc=desc, unit="epoch", file=sys.stderr) as bar:
         for _ in bar:

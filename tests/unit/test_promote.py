@@ -333,19 +333,22 @@ def test_deploy_command_records_the_manifest(model, tmp_path):
 
 def test_model_image_inputs_cover_the_build_context_and_nothing_else(tmp_path):
     context = tmp_path / "local_model"
-    shutil.copytree(manifest.MODEL_IMAGE_CONTEXT, context, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    caches_and_wheels = shutil.ignore_patterns("__pycache__", "*.pyc", "*.whl")
+    shutil.copytree(manifest.MODEL_IMAGE_CONTEXT, context, ignore=caches_and_wheels)
     before = manifest.model_image_inputs_sha256(context)
     assert before == manifest.model_image_inputs_sha256()  # caches in the repository change nothing
     (context / "__pycache__").mkdir(exist_ok=True)
     (context / "__pycache__" / "serve.cpython-311.pyc").write_bytes(b"bytecode")
     assert manifest.model_image_inputs_sha256(context) == before
+    (context / "wheels" / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"wheel")
+    assert manifest.model_image_inputs_sha256(context) == before  # an offline build's wheels: pinned elsewhere
+    (context / "requirements.txt").write_text((context / "requirements.txt").read_text() + "extra==1.0\n")
+    assert manifest.model_image_inputs_sha256(context) != before
     (context / "serve.py").write_text((context / "serve.py").read_text() + "\n# changed\n")
     assert manifest.model_image_inputs_sha256(context) != before
     # What the hash assumes the build context to be: local_model/ without bytecode caches.
     rules = [
-        line
-        for line in (ROOT / "local_model" / "Dockerfile.dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
+        line for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")
     ]
     assert rules == ["*", "!local_model/", "local_model/**/__pycache__", "local_model/**/*.pyc"]
 
