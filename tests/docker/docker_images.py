@@ -185,6 +185,7 @@ def localstack_support():
     """tests/localstack/run.py as a module: LocalStack's pin, its constraints, the plugin, command_env()."""
     spec = importlib.util.spec_from_file_location("localstack_run", LOCALSTACK_DIR / "run.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -41,8 +42,6 @@ LOCALSTACK_URL = "http://127.0.0.1:4566"  # the compose file publishes both on l
 MODEL_URL = "http://127.0.0.1:8080"
 LAMBDA_MODEL_URL = "http://model:8080"  # the service name, on the network `scones`
 HEALTHY_TIMEOUT_S = 300
-# The integration suite's quick model (tests/integration/conftest.py), as SageMaker hyperparameters.
-QUICK_HYPERPARAMETERS = {"epochs": "10", "width": "8", "autoaugment": "false", "label_smoothing": "0.0", "seed": "0"}
 DATA_DIR_VAR = "SCONES_DATA_DIR"
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar100-bikes"
 
@@ -52,10 +51,21 @@ def docker_required() -> bool:
     return value.strip().lower() in ("1", "true", "yes")
 
 
+def quick_hyperparameters() -> dict[str, str]:
+    """The integration suite's own quick recipe (it picks its test images for that model), as SageMaker
+    passes hyperparameters: strings, JSON for the rest."""
+    conftest = ROOT / "tests" / "integration" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("integration_conftest", conftest)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return {name: v if isinstance(v, str) else json.dumps(v) for name, v in module.QUICK_HYPERPARAMETERS.items()}
+
+
 def train_in_container(docker: Docker, train_dir: Path, opt_ml: Path) -> Path:
     """`docker run scones-model train` on the SageMaker paths; returns the model folder it wrote."""
     (opt_ml / "input" / "config").mkdir(parents=True)
-    (opt_ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(QUICK_HYPERPARAMETERS))
+    (opt_ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(quick_hyperparameters()))
     (opt_ml / "model").mkdir()
     started = time.monotonic()
     log(f"training the quick model in a container on {train_dir}")
