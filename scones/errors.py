@@ -20,6 +20,7 @@ from local_model.capture import CaptureError
 from local_model.data import DataError, DownloadError
 from scones.emulator import EmulatorError
 from scones.model_server import ModelServerError, PortInUseError
+from scones.state import CorruptStateError
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a step ran and failed: training, deploy, an execution of the workflow
@@ -88,7 +89,7 @@ def describe_error(error: BaseException) -> tuple[int, str]:
     message = str(error).strip() or type(error).__name__
     if isinstance(error, SconesError):
         return error.exit_code, message
-    if isinstance(error, PromotionEnvironmentError):
+    if isinstance(error, (PromotionEnvironmentError, CorruptStateError)):
         return EXIT_ENVIRONMENT, message
     if isinstance(error, DownloadError):  # its message says to use --data-dir offline
         return EXIT_ENVIRONMENT, message

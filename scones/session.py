@@ -18,6 +18,7 @@ from scones.errors import EnvironmentProblemError, PortTakenError
 from scones.model_server import is_port_free
 from scones.state import (
     MODEL_SERVER_MARKER,
+    CorruptStateError,
     SessionState,
     clear_state,
     process_matches,
@@ -114,7 +115,11 @@ def shut_down(
     connection: Connection, workdir: Path, stack_name: str, deployment: Deployment | None, say: Callable[[str], None]
 ) -> None:
     """Model servers first (they flush captured data into the bucket), then the stack and its buckets."""
-    recorded = read_state(workdir)
+    try:
+        recorded = read_state(workdir)
+    except CorruptStateError as e:  # shutting down goes on: what this process started, it knows itself
+        say(f"warning: {e}")
+        recorded = None
     own = deployment.model_server if deployment else None
     replaced = recorded.model_server_pid if recorded else None
     # A model server `scones deploy` started while we ran, in place of ours.

@@ -37,23 +37,34 @@ class SessionState:
         return self.owner_pid is not None and process_matches(self.owner_pid, OWNER_MARKER)
 
 
+class CorruptStateError(Exception):
+    """The state file exists but is not one `scones` wrote: reading it as "nothing running" could orphan a
+    running `scones up`, so the commands stop and say what to do."""
+
+
 def state_path(workdir: Path) -> Path:
     return Path(workdir) / STATE_FILE
 
 
 def read_state(workdir: Path) -> SessionState | None:
+    """The recorded session, None when there is no state file; CorruptStateError when it cannot be read
+    (write_state replaces the file whole, so a broken one was not written by a scones command)."""
     path = state_path(workdir)
     try:
         raw = json.loads(path.read_text())
+        known = set(SessionState.__dataclass_fields__)
+        state = SessionState(**{k: v for k, v in raw.items() if k in known})
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return None  # a half-written or foreign file is no session
-    known = set(SessionState.__dataclass_fields__)
-    try:
-        return SessionState(**{k: v for k, v in raw.items() if k in known})
-    except TypeError:
-        return None
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise CorruptStateError(
+            f"the state file {path} cannot be read ({type(e).__name__}: {e}); a `scones up` may still be running "
+            f"from {Path(workdir)}: stop it (Ctrl-C in its terminal, or find it with `pgrep -af scones`), then "
+            f"delete {path}"
+        ) from e
+    if not isinstance(state.target, str) or not isinstance(state.stack_name, str):
+        raise CorruptStateError(f"the state file {path} has no target or stack name; delete it if nothing runs")
+    return state
 
 
 def write_state(workdir: Path, state: SessionState) -> Path:

@@ -18,7 +18,7 @@ from lambdas.contract import CLASSES
 from local_model.capture import build_capture_record, capture_file_name
 from scones import cli
 from scones.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from scones.state import SessionState, read_state, write_state
+from scones.state import CorruptStateError, SessionState, read_state, write_state
 
 COMMANDS = ("demo", "stage", "train", "deploy", "up", "classify", "evaluate", "captures", "teardown", "serve")
 
@@ -338,9 +338,21 @@ def test_captures_from_an_empty_folder_say_there_are_none(tmp_path, workdir):
     assert "no captured inferences" in result.stdout
 
 
-def test_state_file_round_trip_ignores_unknown_and_broken_content(workdir):
+def test_state_file_round_trip_ignores_unknown_keys(workdir):
     state = SessionState(target="emulator", stack_name="s", outputs={"A": "b"}, model_server_pid=42)
     write_state(workdir, state)
+    (workdir / "state.json").write_text((workdir / "state.json").read_text().replace("{", '{"later_key": 1, ', 1))
     assert read_state(workdir) == state
-    (workdir / "state.json").write_text("{half a fi")
-    assert read_state(workdir) is None
+
+
+@pytest.mark.parametrize("content", ["{half a fi", "[1, 2]", '{"stack_name": "s"}', '{"target": 1, "stack_name": "s"}'])
+def test_a_broken_state_file_is_a_named_error_not_nothing_running(workdir, content):
+    # Read as "nothing running", it would let a second `scones up` start beside a running one.
+    workdir.mkdir()
+    (workdir / "state.json").write_text(content)
+    with pytest.raises(CorruptStateError, match=r"state\.json cannot be read|has no target"):
+        read_state(workdir)
+    result = run("teardown", "--workdir", workdir)
+    assert result.exit_code == EXIT_ENVIRONMENT
+    assert "state file" in error_line(result) and "delete" in error_line(result)
+    assert (workdir / "state.json").read_text() == content  # nothing lost: the file is left for the user
