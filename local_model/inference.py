@@ -84,22 +84,31 @@ def media_type(header_value: str | None) -> str:
 
 
 def model_fn(model_dir: str | Path) -> Classifier:
-    """Load the classifier from a model directory, or from the model.tar.gz inside it."""
+    """Load the classifier from a model directory, or from the model.tar.gz inside it (unpacked into a
+    temporary folder that is removed once the weights are in memory)."""
     model_dir = Path(model_dir)
+    tar = None
     if model_dir.is_file() and model_dir.name.endswith(".tar.gz"):
-        model_dir = unpack_model_tar(model_dir, tempfile.mkdtemp(prefix="scones-model-"))
+        tar = model_dir
     elif model_dir.is_dir() and not (model_dir / META_FILE).exists() and (model_dir / MODEL_TAR).is_file():
         # SageMaker unpacks model.tar.gz for us; a local run may point at the training output instead.
-        model_dir = unpack_model_tar(model_dir / MODEL_TAR, tempfile.mkdtemp(prefix="scones-model-"))
+        tar = model_dir / MODEL_TAR
+    if tar is None:
+        return _load(model_dir, model_dir)
+    with tempfile.TemporaryDirectory(prefix="scones-model-") as unpacked:
+        return _load(unpack_model_tar(tar, Path(unpacked)), tar)
+
+
+def _load(model_dir: Path, source: Path) -> Classifier:
     classifier = load_model_dir(model_dir)
     if list(classifier.meta.classes) != list(CLASSES) or classifier.meta.image_size != IMAGE_SIZE:
         # The response is a bare [p_bicycle, p_motorcycle] list, so the class order is part of the contract.
         raise ModelFormatError(
-            f"model in {model_dir} predicts {classifier.meta.classes} at {classifier.meta.image_size} px; "
+            f"model in {source} predicts {classifier.meta.classes} at {classifier.meta.image_size} px; "
             f"this server answers {list(CLASSES)} at {IMAGE_SIZE} px"
         )
     classifier.networks = [fold_batchnorm(net) for net in classifier.networks]
-    logger.info("loaded %d-member %s from %s", len(classifier.networks), classifier.meta.architecture, model_dir)
+    logger.info("loaded %d-member %s from %s", len(classifier.networks), classifier.meta.architecture, source)
     return classifier
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -41,12 +42,16 @@ def test_model_fn_folds_batchnorm_without_changing_predictions(model_dir, model)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in reference.networks[0].modules())
 
 
-def test_model_fn_loads_model_tar_gz_given_as_file_or_inside_the_directory(model_dir, tmp_path):
+def test_model_fn_loads_model_tar_gz_given_as_file_or_inside_the_directory(model_dir, tmp_path, monkeypatch):
     tar = pack_model_tar(model_dir, tmp_path / "only-tar" / "model.tar.gz")
     image = random_pixels()[None]
     expected = inference.model_fn(model_dir).predict_proba(image)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     for source in (tar, tar.parent):
         np.testing.assert_allclose(inference.model_fn(source).predict_proba(image), expected, atol=1e-6)
+    assert list(scratch.iterdir()) == []  # the unpacked copies are removed once loaded
 
 
 def test_model_fn_names_the_missing_file(tmp_path):
