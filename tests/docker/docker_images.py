@@ -150,7 +150,7 @@ def download_wheels(python: str, requirements: list[str], dest: Path) -> None:
         text=True,
     )
     if result.returncode != 0:
-        raise ImageBuildError(f"pip download failed: {_tail(result.stderr)}")
+        raise ImageBuildError(f"pip wheel failed: {_tail(result.stderr)}")
 
 
 def model_image(docker: Docker, python: str = sys.executable) -> str:
@@ -181,13 +181,32 @@ def model_image(docker: Docker, python: str = sys.executable) -> str:
     return _timed(f"{MODEL_IMAGE} from local_model/Dockerfile (offline, base {base})", build)
 
 
-def localstack_support():
-    """tests/localstack/run.py as a module: LocalStack's pin, its constraints, the plugin, command_env()."""
-    spec = importlib.util.spec_from_file_location("localstack_run", LOCALSTACK_DIR / "run.py")
+def load_module(path: Path, name: str):
+    """A file of the repository that is not in an importable package (a script, a conftest), as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def localstack_support():
+    """tests/localstack/run.py as a module: LocalStack's pin, its constraints, the plugin, command_env()."""
+    return load_module(LOCALSTACK_DIR / "run.py", "localstack_run")
+
+
+def run_training(
+    docker: Docker, opt_ml: Path, train_dir: Path, image: str = MODEL_IMAGE, **kwargs
+) -> subprocess.CompletedProcess:
+    """`docker run <image> train` as SageMaker runs a training job: `opt_ml` as /opt/ml, `train_dir` as the
+    train channel (read-only), no network. Returns the finished process; the caller judges it. `kwargs` go to
+    subprocess.run (a timeout)."""
+    return docker.run(
+        "run", "--rm", "--network", "none",
+        "-v", f"{opt_ml}:/opt/ml", "-v", f"{Path(train_dir).resolve()}:/opt/ml/input/data/train:ro",
+        image, "train",
+        check=False, **kwargs,
+    )  # fmt: skip
 
 
 def localstack_image(docker: Docker) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -53,13 +52,11 @@ def docker_required() -> bool:
 
 def quick_hyperparameters() -> dict[str, str]:
     """The integration suite's own quick recipe (it picks its test images for that model), as SageMaker
-    passes hyperparameters: strings, JSON for the rest."""
-    conftest = ROOT / "tests" / "integration" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("integration_conftest", conftest)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return {name: v if isinstance(v, str) else json.dumps(v) for name, v in module.QUICK_HYPERPARAMETERS.items()}
+    writes hyperparameters.json."""
+    from scones.sagemaker_local import sagemaker_hyperparameters
+
+    conftest = docker_images.load_module(ROOT / "tests" / "integration" / "conftest.py", "integration_conftest")
+    return sagemaker_hyperparameters(conftest.QUICK_HYPERPARAMETERS)
 
 
 def train_in_container(docker: Docker, train_dir: Path, opt_ml: Path) -> Path:
@@ -69,24 +66,7 @@ def train_in_container(docker: Docker, train_dir: Path, opt_ml: Path) -> Path:
     (opt_ml / "model").mkdir()
     started = time.monotonic()
     log(f"training the quick model in a container on {train_dir}")
-    result = subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            f"{opt_ml}:/opt/ml",
-            "-v",
-            f"{train_dir.resolve()}:/opt/ml/input/data/train:ro",
-            docker_images.MODEL_IMAGE,
-            "train",
-        ],
-        env=docker.env,
-        capture_output=True,
-        text=True,
-    )
+    result = docker_images.run_training(docker, opt_ml, train_dir)
     if result.returncode != 0:
         failure = opt_ml / "output" / "failure"
         reason = failure.read_text() if failure.exists() else result.stderr[-2000:]

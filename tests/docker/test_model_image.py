@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import docker_images
 import httpx
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ ENDPOINT_NAME = "scones-docker-test"
 
 
 def docker_run(docker, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], env=docker.env, capture_output=True, text=True, timeout=timeout)
+    return docker.run(*args, check=False, timeout=timeout)
 
 
 def opt_ml(root: Path, hyperparameters: dict) -> Path:
@@ -36,11 +37,7 @@ def opt_ml(root: Path, hyperparameters: dict) -> Path:
 
 
 def train_in_container(docker, image: str, root: Path, train_dir: Path) -> subprocess.CompletedProcess:
-    return docker_run(
-        docker, "run", "--rm", "--network", "none",
-        "-v", f"{root}:/opt/ml", "-v", f"{train_dir}:/opt/ml/input/data/train:ro",
-        image, "train",
-    )  # fmt: skip
+    return docker_images.run_training(docker, root, train_dir, image, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import subprocess
 import threading
 
 import botocore.client
@@ -79,13 +78,8 @@ def local_mode_env(monkeypatch, tmp_path, model_image):
 
 def running_local_containers(docker) -> list[str]:
     # The SDK names its containers <random>-algo-1-<random>; it leaves them behind exited, not running.
-    result = subprocess.run(
-        ["docker", "ps", "--filter", "name=algo-1", "--filter", "status=running", "--format", "{{.Names}}"],
-        env=docker.env,
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout.split("\n") if result.stdout.strip() else []
+    running = docker.run("ps", "--filter", "name=algo-1", "--filter", "status=running", "--format", "{{.Names}}")
+    return running.stdout.split()
 
 
 def test_fit_deploy_predict_delete_without_aws(
