@@ -56,13 +56,11 @@ from scones.session import (
     wait_until_interrupted,
 )
 from scones.state import (
-    MODEL_SERVER_MARKER,
-    OWNER_MARKER,
     SessionState,
     clear_state,
+    process_started_at,
     read_state,
     state_path,
-    stop_process,
     write_state,
 )
 from scones.target import ENDPOINT_URL_VAR, TargetKind, configured_emulator, connect, deployed_outputs, service_endpoint
@@ -370,7 +368,7 @@ def deploy(
         deployment = deploy_to_emulator(connection, options, paths, workdir, indent(say))
         server = deployment.model_server
         replaced = previous.model_server_pid if previous else None
-        if replaced and (server is None or replaced != server.pid) and stop_process(replaced, MODEL_SERVER_MARKER):
+        if replaced and (server is None or replaced != server.pid) and previous.stop_model_server():
             say(f"  stopped the previous model server {previous.model_server_url} (pid {replaced})")
         write_state(
             workdir,
@@ -380,8 +378,10 @@ def deploy(
                 outputs=deployment.outputs,
                 aws_endpoint_url=connection.endpoint_url,
                 owner_pid=previous.owner_pid if previous else None,
+                owner_started_at=previous.owner_started_at if previous else None,
                 model_server_url=deployment.model_server_url,
                 model_server_pid=server.pid if server else None,
+                model_server_started_at=process_started_at(server.pid) if server else None,
                 model_server_log=str(server.log_path) if server else None,
                 capture_destination=deployment.capture_destination,
                 model_sha256=steps.sha256_of(paths.tarball) if paths.tarball.is_file() else None,
@@ -648,11 +648,11 @@ def teardown(
     recorded = recorded_state(workdir, target)
     if recorded is not None and recorded.owner_alive and not stack_name:
         say(f"stopping `scones up` (pid {recorded.owner_pid}): it deletes the stack, then stops its servers")
-        stop_process(recorded.owner_pid, OWNER_MARKER, timeout_s=120)
+        recorded.stop_owner(timeout_s=120)
         clear_state(workdir)
         say("done")
         return
-    if recorded and recorded.model_server_pid and stop_process(recorded.model_server_pid, MODEL_SERVER_MARKER):
+    if recorded and recorded.stop_model_server():
         say(f"stopped the model server {recorded.model_server_url} (pid {recorded.model_server_pid})")
     if target is TargetKind.emulator and recorded is None and not configured_emulator():
         say(f"nothing to tear down: no emulator deployment recorded in {workdir}, and {ENDPOINT_URL_VAR} is not set")

@@ -17,13 +17,11 @@ from scones.emulator import HOST, local_aws_environment
 from scones.errors import EnvironmentProblemError, PortTakenError
 from scones.model_server import is_port_free
 from scones.state import (
-    MODEL_SERVER_MARKER,
     CorruptStateError,
     SessionState,
     clear_state,
-    process_matches,
+    process_started_at,
     read_state,
-    stop_process,
     write_state,
 )
 from scones.steps import ModelPaths
@@ -47,7 +45,7 @@ def check_no_session(workdir: Path) -> None:
             f"`scones up` (pid {state.owner_pid}) is already running with workdir {workdir}: stop it (Ctrl-C there, "
             "or `scones teardown`), or pass another --workdir"
         )
-    if state.model_server_pid and process_matches(state.model_server_pid, MODEL_SERVER_MARKER):
+    if state.model_server_alive:
         raise EnvironmentProblemError(
             f"a deployment made by `scones deploy` (model server pid {state.model_server_pid}) is recorded in "
             f"{workdir}: run `scones teardown` first, or pass another --workdir"
@@ -99,8 +97,10 @@ def local_environment(
             outputs=deployment.outputs,
             aws_endpoint_url=connection.endpoint_url,
             owner_pid=os.getpid(),
+            owner_started_at=process_started_at(os.getpid()),
             model_server_url=deployment.model_server_url,
             model_server_pid=server.pid if server else None,
+            model_server_started_at=process_started_at(server.pid) if server else None,
             model_server_log=str(server.log_path) if server else None,
             capture_destination=deployment.capture_destination,
             model_sha256=model_sha256,
@@ -123,7 +123,7 @@ def shut_down(
     own = deployment.model_server if deployment else None
     replaced = recorded.model_server_pid if recorded else None
     # A model server `scones deploy` started while we ran, in place of ours.
-    if replaced and (own is None or replaced != own.pid) and stop_process(replaced, MODEL_SERVER_MARKER):
+    if replaced and (own is None or replaced != own.pid) and recorded.stop_model_server():
         say(f"stopped the model server {recorded.model_server_url} (pid {replaced})")
     if own is not None and own.running:
         own.stop()

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 STATE_FILE = "state.json"
-# Looked for in a recorded pid's command line before it is signalled (the pid may have been reused).
+# A process is identified by its pid and its start time (psutil's create_time, 10 ms resolution on Linux).
+START_TIME_TOLERANCE_S = 0.05
+# Looked for in the command line of a pid recorded without a start time (state files of older versions).
 OWNER_MARKER = "scones"  # `scones up`, `scones demo`, `python -m scones ...`
 MODEL_SERVER_MARKER = "local_model.serve"  # every model server the CLI starts
 
@@ -26,15 +27,27 @@ class SessionState:
     outputs: dict[str, str] = field(default_factory=dict)  # the stack's CloudFormation outputs
     aws_endpoint_url: str | None = None  # the emulator; None on AWS
     owner_pid: int | None = None  # the `scones up` / `demo --keep-running` process keeping the emulator alive
+    owner_started_at: float | None = None  # with the pid, the owner's identity (process_started_at)
     model_server_url: str | None = None  # what the classifier calls instead of SageMaker (off AWS)
     model_server_pid: int | None = None  # set when a scones command started that model server
+    model_server_started_at: float | None = None
     model_server_log: str | None = None
     capture_destination: str | None = None  # where the model server writes captured inferences
     model_sha256: str | None = None  # of the model.tar.gz being served
 
     @property
     def owner_alive(self) -> bool:
-        return self.owner_pid is not None and process_matches(self.owner_pid, OWNER_MARKER)
+        return is_running(self.owner_pid, self.owner_started_at, OWNER_MARKER)
+
+    @property
+    def model_server_alive(self) -> bool:
+        return is_running(self.model_server_pid, self.model_server_started_at, MODEL_SERVER_MARKER)
+
+    def stop_owner(self, timeout_s: float) -> bool:
+        return stop_process(self.owner_pid, self.owner_started_at, OWNER_MARKER, timeout_s)
+
+    def stop_model_server(self) -> bool:
+        return stop_process(self.model_server_pid, self.model_server_started_at, MODEL_SERVER_MARKER)
 
 
 class CorruptStateError(Exception):
@@ -80,43 +93,50 @@ def clear_state(workdir: Path) -> None:
     state_path(workdir).unlink(missing_ok=True)
 
 
-def process_command_line(pid: int) -> str | None:
-    """The command line of a running process, or None if there is none (a zombie counts as gone)."""
-    proc = Path(f"/proc/{pid}")
-    if proc.is_dir():
-        try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return None
-            return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, IndexError):
-            return None
-    try:  # no /proc (macOS)
-        result = subprocess.run(["ps", "-o", "stat=,args=", "-p", str(pid)], capture_output=True, text=True)
-    except OSError:
+def process_started_at(pid: int | None) -> float | None:
+    """When `pid` started (seconds since the epoch, as the kernel records it), or None if no such process
+    runs (a zombie counts as gone). With the pid, this is the process's identity: a pid can be reused, a
+    (pid, start time) pair cannot."""
+    if pid is None:
         return None
-    stat, _, args = result.stdout.strip().partition(" ")
-    return args.strip() if result.returncode == 0 and not stat.startswith("Z") else None
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return process.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
-def process_matches(pid: int, marker: str) -> bool:
-    """Whether `pid` is alive and its command line names `marker`: a pid in an old state file may have
-    been reused by an unrelated process, which must never be signalled."""
-    command = process_command_line(pid)
-    return command is not None and marker in command
-
-
-def stop_process(pid: int, marker: str, timeout_s: float = 40.0) -> bool:
-    """SIGTERM `pid` if it is still the process we started (SIGKILL after `timeout_s`); True if one was
-    stopped. The model server flushes captured data on SIGTERM, hence the long default."""
-    if not process_matches(pid, marker):
+def is_running(pid: int | None, started_at: float | None, marker: str) -> bool:
+    """Whether the process recorded as (`pid`, `started_at`) still runs. A state file written before start
+    times were recorded has none: then the process's command line must name `marker`."""
+    now_started_at = process_started_at(pid)
+    if now_started_at is None:
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    if started_at is not None:
+        return abs(now_started_at - started_at) < START_TIME_TOLERANCE_S
+    try:
+        return marker in " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def stop_process(pid: int | None, started_at: float | None, marker: str, timeout_s: float = 40.0) -> bool:
+    """SIGTERM the process recorded as (`pid`, `started_at`) if it still runs (SIGKILL after `timeout_s`);
+    True if one was stopped. Never signals a process that merely reuses the pid. The model server flushes
+    captured data on SIGTERM, hence the long default."""
+    if not is_running(pid, started_at, marker):
+        return False
+    process = psutil.Process(pid)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process.terminate()
+    # Polled, not process.wait(): that would reap a child of ours and hide its exit status from its parent.
     deadline = time.monotonic() + timeout_s
-    while process_matches(pid, marker):
+    while is_running(pid, started_at, marker):
         if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
             break
         time.sleep(0.1)
     return True
