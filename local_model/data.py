@@ -17,6 +17,7 @@ import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -70,11 +71,39 @@ class ImageSet:
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+        return _md5_of_file(f)
+
+
+def _md5_of_file(f: BinaryIO) -> str:
+    digest = hashlib.md5()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR's pickles hold (dicts, lists, bytes, numpy arrays): any other global, the
+    way a crafted pickle runs code, is refused. A second guard behind the checksum."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy.core.numeric", "_frombuffer"),  # arrays in protocol-5 pickles
+            ("numpy._core.numeric", "_frombuffer"),
+            ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3 (a pure function)
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR pickle")
+        return super().find_class(module, name)
 
 
 def download(url: str, dest: Path, md5: str | None = CIFAR100_MD5, timeout_s: float = 60.0) -> Path:
@@ -106,18 +135,33 @@ def _read_pickle_member(tar: tarfile.TarFile, archive: Path, name: str) -> dict:
     if member is None:
         raise CorruptArchiveError(f"{archive} has no cifar-100-python/{name} member")
     try:
-        return pickle.load(tar.extractfile(member), encoding="bytes")  # CIFAR ships pickles; checksum checked upstream
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        return _CifarUnpickler(tar.extractfile(member), encoding="bytes").load()  # checksum verified before
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as e:
         raise CorruptArchiveError(f"{archive}: member {member.name} is not a CIFAR pickle: {e}") from e
 
 
-def extract_cifar100(archive: Path, out_dir: Path, md5: str | None = None) -> Path:
-    """Write the bicycle/motorcycle images of the CIFAR-100 python tarball as PNG folders + .lst files."""
+def extract_cifar100(archive: Path, out_dir: Path, md5: str = CIFAR100_MD5) -> Path:
+    """Write the bicycle/motorcycle images of the CIFAR-100 python tarball as PNG folders + .lst files.
+    The archive's MD5 is checked first, always (the published one unless told another): its pickles are
+    read only from the very bytes that were hashed (one open file), never from a file that could have
+    been swapped in between. MD5 catches corruption and a wrong file, not a crafted collision: the
+    restricted unpickler is the guard behind it."""
     archive, out_dir = Path(archive), Path(out_dir)
-    if md5 is not None and (actual := md5_of(archive)) != md5:
-        raise ChecksumMismatchError(f"{archive}: MD5 {actual} does not match the expected {md5}")
     try:
-        tar = tarfile.open(archive, "r:gz")  # noqa: SIM115 - the open itself is what can fail
+        f = open(archive, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as e:
+        raise CorruptArchiveError(f"{archive} cannot be read: {e}") from e
+    with f:
+        if (actual := _md5_of_file(f)) != md5:
+            raise ChecksumMismatchError(f"{archive}: MD5 {actual} does not match the expected {md5}")
+        f.seek(0)
+        _extract_verified(f, archive, out_dir)
+    return out_dir
+
+
+def _extract_verified(f: BinaryIO, archive: Path, out_dir: Path) -> None:
+    try:
+        tar = tarfile.open(fileobj=f, mode="r:gz")  # noqa: SIM115 - the open itself is what can fail
     except (tarfile.TarError, OSError, EOFError) as e:
         raise CorruptArchiveError(f"{archive} is not a readable .tar.gz: {e}") from e
     with tar:
@@ -143,13 +187,12 @@ def extract_cifar100(archive: Path, out_dir: Path, md5: str | None = None) -> Pa
             if missing := [CLASSES[c] for c in range(len(CLASSES)) if c not in found]:
                 raise MissingClassError(f"{archive}: {split} split has no images of {', '.join(missing)}")
             (out_dir / f"{split}.lst").write_text("\n".join(rows) + "\n")
-    return out_dir
 
 
 def stage_cifar100(out_dir: Path, cache_dir: Path, url: str = CIFAR100_URL, md5: str = CIFAR100_MD5) -> Path:
     """Download CIFAR-100 (cached) and stage the two classes into `out_dir`."""
     archive = download(url, Path(cache_dir) / "cifar-100-python.tar.gz", md5=md5)
-    return extract_cifar100(archive, out_dir)
+    return extract_cifar100(archive, out_dir, md5=md5)
 
 
 def read_image(path: Path) -> np.ndarray:
