@@ -71,6 +71,11 @@ class Docker:
             return None
         return (json.loads(result.stdout) or {}).get(INPUTS_LABEL)
 
+    def size_of(self, image: str) -> str:
+        """The image's size as `docker images` shows it (decimal units), e.g. "1.17 GB"."""
+        size = int(self.run("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
+        return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
 
 def fingerprint(*parts: str | bytes | Path) -> str:
     digest = hashlib.sha256()
@@ -85,11 +90,16 @@ def fingerprint(*parts: str | bytes | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _timed(what: str, build) -> str:
+def _timed(docker: Docker, what: str, build) -> str:
     started = time.monotonic()
     log(f"building {what}")
     image = build()
-    log(f"built {image} in {time.monotonic() - started:.0f} s")
+    log(f"built {image} in {time.monotonic() - started:.0f} s, {docker.size_of(image)}")
+    return image
+
+
+def _reused(docker: Docker, image: str) -> str:
+    log(f"reusing {image} ({docker.size_of(image)})")
     return image
 
 
@@ -99,8 +109,7 @@ def base_image(docker: Docker, suite: str) -> str:
     tag = f"scones-base:{suite}"
     inputs = fingerprint("debootstrap --variant=minbase", suite, ",".join(packages))
     if docker.label_of(tag) == inputs:
-        log(f"reusing {tag}")
-        return tag
+        return _reused(docker, tag)
 
     def build() -> str:
         with tempfile.TemporaryDirectory(prefix=f"scones-{suite}-") as scratch:
@@ -127,7 +136,7 @@ def base_image(docker: Docker, suite: str) -> str:
                 raise ImageBuildError(f"docker import {tag} failed: {_tail(imported.stderr)}")
         return tag
 
-    return _timed(f"{tag} from Debian's packages (debootstrap, about a minute)", build)
+    return _timed(docker, f"{tag} from Debian's packages (debootstrap, about a minute)", build)
 
 
 def download_wheels(python: str, requirements: list[str], dest: Path) -> None:
@@ -162,8 +171,7 @@ def model_image(docker: Docker, python: str = sys.executable) -> str:
         *sources, ROOT / "local_model" / "bin",
     )  # fmt: skip
     if docker.label_of(MODEL_IMAGE) == inputs:
-        log(f"reusing {MODEL_IMAGE}")
-        return MODEL_IMAGE
+        return _reused(docker, MODEL_IMAGE)
 
     def build() -> str:
         download_wheels(python, ["-r", str(MODEL_REQUIREMENTS)], MODEL_WHEELS)
@@ -178,7 +186,7 @@ def model_image(docker: Docker, python: str = sys.executable) -> str:
         )  # fmt: skip
         return MODEL_IMAGE
 
-    return _timed(f"{MODEL_IMAGE} from local_model/Dockerfile (offline, base {base})", build)
+    return _timed(docker, f"{MODEL_IMAGE} from local_model/Dockerfile (offline, base {base})", build)
 
 
 def load_module(path: Path, name: str):
@@ -215,8 +223,7 @@ def localstack_image(docker: Docker) -> str:
     base = base_image(docker, "trixie")
     inputs = fingerprint(docker.label_of(base) or "", LOCALSTACK_DOCKERFILE, localstack_run.install_fingerprint())
     if docker.label_of(LOCALSTACK_IMAGE) == inputs:
-        log(f"reusing {LOCALSTACK_IMAGE}")
-        return LOCALSTACK_IMAGE
+        return _reused(docker, LOCALSTACK_IMAGE)
 
     def build() -> str:
         python_313 = localstack_run.find_python_313()
@@ -249,7 +256,7 @@ def localstack_image(docker: Docker) -> str:
             )  # fmt: skip
         return LOCALSTACK_IMAGE
 
-    return _timed(f"{LOCALSTACK_IMAGE} (localstack-core + the subprocess Lambda executor, offline)", build)
+    return _timed(docker, f"{LOCALSTACK_IMAGE} (localstack-core + the subprocess Lambda executor, offline)", build)
 
 
 def _tail(text: str, lines: int = 15) -> str:
