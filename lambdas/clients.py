@@ -23,7 +23,8 @@ READ_TIMEOUT_S = 16
 MAX_BACKOFF_S = 3  # standard mode waits at most 1 s, then at most 2 s, between the three attempts
 DEADLINE_MARGIN_S = 1  # for the handler's own work after the last attempt
 _CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+    # total_max_attempts counts the first attempt; botocore's max_attempts would count retries only (4 calls).
+    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
     connect_timeout=CONNECT_TIMEOUT_S,
     read_timeout=READ_TIMEOUT_S,
 )
