@@ -88,21 +88,24 @@ def fault_stack(aws_endpoint, fault_port) -> dict[str, str]:
         assert stack_status(boto3.client("cloudformation"), name) is None, f"stack {name} was not deleted"
 
 
-def failed_classify_attempts(sfn, execution_arn: str) -> list[str]:
-    """The error of every failed task attempt in the execution's history (retried ones included)."""
-    errors = []
+def failed_task_attempts(sfn, execution_arn: str) -> list[str]:
+    """The named error of every failed task attempt in the execution's history (retried ones included),
+    read as ExecutionResult.error_name reads an execution's (ministack: from the message)."""
+    names = []
     for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
         for event in page["events"]:
             details = event.get("taskFailedEventDetails") or event.get("lambdaFunctionFailedEventDetails")
             if details:
-                errors.append(ExecutionResult("", "FAILED", None, details.get("error"), details.get("cause"), 0, 0))
-    return [attempt.error_name for attempt in errors]
+                now = event["timestamp"]
+                attempt = ExecutionResult("", "FAILED", None, details.get("error"), details.get("cause"), now, now)
+                names.append(attempt.error_name)
+    return names
 
 
 def wait_for_a_fault(sfn, arns: list[str], timeout_s: float) -> None:
     """Until one execution has a failed task attempt (a deadline, not a sleep)."""
     deadline = time.monotonic() + timeout_s
-    while not any(failed_classify_attempts(sfn, arn) for arn in arns):
+    while not any(failed_task_attempts(sfn, arn) for arn in arns):
         assert time.monotonic() < deadline, f"no execution saw the dead model server within {timeout_s} s"
         time.sleep(0.2)
 
@@ -135,7 +138,7 @@ def test_model_server_killed_mid_batch_and_restarted(
             assert result.error_name == "EndpointUnavailableError", result.summary()
             assert result.error_message.startswith("EndpointUnavailableError: "), result.summary()
             assert "could not be reached" in result.error_message, result.summary()
-    attempts = [error for result in results for error in failed_classify_attempts(sfn, result.execution_arn)]
+    attempts = [error for result in results for error in failed_task_attempts(sfn, result.execution_arn)]
     assert attempts and set(attempts) == {"EndpointUnavailableError"}, attempts
     assert after.label == "bicycle", after.summary()  # the restarted server serves the workflow again
 
