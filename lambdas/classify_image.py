@@ -10,7 +10,7 @@ import json
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from lambdas.clients import sagemaker_runtime_client
+from lambdas.clients import sagemaker_runtime_client_within
 from lambdas.contract import (
     CLASSES,
     CLASSIFY_INPUT_SCHEMA,
@@ -44,7 +44,9 @@ def handler(event: dict, context: object) -> ImageEvent:
     event = validate_event(event, CLASSIFY_INPUT_SCHEMA)
     settings = read_classify_settings()
     image = decode_image_data(event["image_data"])
-    inferences = invoke_endpoint(sagemaker_runtime_client(), settings.endpoint_name, image)
+    # The endpoint's timeouts fit in what is left of the function's own, so a slow endpoint is named.
+    remaining_s = context.get_remaining_time_in_millis() / 1000 if context is not None else None
+    inferences = invoke_endpoint(sagemaker_runtime_client_within(remaining_s), settings.endpoint_name, image)
     logger.info("classified s3://%s/%s: %s = %s", event["s3_bucket"], event["s3_key"], CLASSES, inferences)
     return {**event, "inferences": inferences}
 

@@ -8,16 +8,25 @@ first use rather than at import, so that importing a handler needs no AWS config
 from __future__ import annotations
 
 import functools
+import math
 
 import boto3
 from botocore.config import Config
 
-# Standard retry mode backs off with jitter on throttling, 5xx and connection errors. Timeouts stay
-# well inside the functions' own timeouts (template.yaml) so a stuck call fails with a named error.
+# Standard retry mode backs off with jitter on throttling, 5xx, connection errors and read timeouts.
+# Every attempt (connect + read) and the backoff between them must end before the function's own
+# Timeout (template.yaml), so that a stuck endpoint fails with a named error instead of the platform
+# killing the function: with the classifier's 60 s, 3 x (2 + 16) + 3 = 57 s.
+MAX_ATTEMPTS = 3
+CONNECT_TIMEOUT_S = 2
+READ_TIMEOUT_S = 16
+MAX_BACKOFF_S = 3  # standard mode waits at most 1 s, then at most 2 s, between the three attempts
+DEADLINE_MARGIN_S = 1  # for the handler's own work after the last attempt
 _CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
-    connect_timeout=5,
-    read_timeout=20,
+    # total_max_attempts counts the first attempt; botocore's max_attempts would count retries only (4 calls).
+    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+    connect_timeout=CONNECT_TIMEOUT_S,
+    read_timeout=READ_TIMEOUT_S,
 )
 
 
@@ -27,5 +36,18 @@ def s3_client():
 
 
 @functools.cache
-def sagemaker_runtime_client():
-    return boto3.client("sagemaker-runtime", config=_CONFIG)
+def sagemaker_runtime_client(read_timeout_s: int = READ_TIMEOUT_S):
+    return boto3.client("sagemaker-runtime", config=_CONFIG.merge(Config(read_timeout=read_timeout_s)))
+
+
+def read_timeout_within(remaining_s: float) -> int:
+    """The longest read timeout (whole seconds, 1 to READ_TIMEOUT_S) whose attempts and backoff all end
+    within `remaining_s`, the time the function has left (a shorter Timeout than the template's too)."""
+    per_attempt = (remaining_s - DEADLINE_MARGIN_S - MAX_BACKOFF_S) / MAX_ATTEMPTS
+    return max(1, min(READ_TIMEOUT_S, math.floor(per_attempt - CONNECT_TIMEOUT_S)))
+
+
+def sagemaker_runtime_client_within(remaining_s: float | None):
+    """The SageMaker Runtime client for an invocation with `remaining_s` left (None: outside Lambda)."""
+    read_timeout_s = READ_TIMEOUT_S if remaining_s is None else read_timeout_within(remaining_s)
+    return sagemaker_runtime_client() if read_timeout_s == READ_TIMEOUT_S else sagemaker_runtime_client(read_timeout_s)

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import tempfile
 import threading
 import uuid
 from collections import deque
@@ -45,6 +46,11 @@ class CaptureError(Exception):
 
 class CaptureDestinationError(CaptureError):
     """The capture destination is neither `s3://bucket[/prefix]` nor a local folder."""
+
+
+# Named in the server log whenever captured records are lost, so an operator can grep for it; the
+# counts are on /ping (CaptureWriter.stats()).
+CAPTURE_WRITE_ERROR = "CaptureWriteError"
 
 
 def s3_client():
@@ -211,7 +217,38 @@ class CaptureWriter:
             self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
             self._thread.start()
             logger.info("capturing %.4g%% of requests to %s", self.sampling_percentage, self.destination.uri)
+            if problem := self.destination_problem():
+                logger.error(
+                    "%s: capture destination %s is not writable (%s): requests are still answered, their "
+                    "captures are dropped and counted (GET /ping: capture.records_dropped)",
+                    CAPTURE_WRITE_ERROR,
+                    self.destination.uri,
+                    problem,
+                )
         return self
+
+    def destination_problem(self) -> str | None:
+        """Why a local destination folder cannot be written, or None (S3 is only known on the first write)."""
+        if self.destination.is_s3:
+            return None
+        try:
+            self.destination.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.destination.folder):
+                pass
+        except OSError as e:
+            return f"{type(e).__name__}: {e}"
+        return None
+
+    def stats(self) -> dict[str, int | str]:
+        """What happened to the sampled requests so far, for /ping: none may go missing unreported."""
+        with self._lock:
+            return {
+                "destination": self.destination.uri,
+                "records_buffered": len(self._pending),
+                "records_written": self.records_written,
+                "records_dropped": self.records_dropped,
+                "write_failures": self.write_failures,
+            }
 
     def sampled(self) -> bool:
         """Decide for one request whether it is captured."""
@@ -236,7 +273,8 @@ class CaptureWriter:
                     self.records_dropped += 1
                     if self.records_dropped == 1 or self.records_dropped % 1000 == 0:
                         logger.warning(
-                            "capture buffer full (%d bytes); %d captures dropped so far",
+                            "%s: capture buffer full (%d bytes); %d captures dropped so far",
+                            CAPTURE_WRITE_ERROR,
                             self._pending_bytes,
                             self.records_dropped,
                         )
@@ -303,18 +341,23 @@ class CaptureWriter:
                 self._client = self._client_factory()
             _write_file(self.destination, relative, ("\n".join(lines) + "\n").encode(), self._client)
         except Exception as e:
-            # Capture is best effort: losing a batch is logged, never raised into the server.
-            self.write_failures += 1
-            self.records_dropped += len(items)
+            # Capture is best effort: losing a batch is logged and counted, never raised into the server.
+            with self._lock:
+                self.write_failures += 1
+                self.records_dropped += len(items)
+                dropped = self.records_dropped
             logger.error(
-                "could not write %d capture records to %s (%s): %s",
+                "%s: could not write %d capture records to %s (%s): %s; %d records dropped so far",
+                CAPTURE_WRITE_ERROR,
                 len(items),
                 self.destination.uri,
                 relative,
                 e,
+                dropped,
             )
             return 0
-        self.records_written += len(items)
+        with self._lock:
+            self.records_written += len(items)
         return len(items)
 
     def _run(self) -> None:
@@ -337,7 +380,7 @@ class CaptureWriter:
             self._thread = None
         self.flush()
         if self.records_dropped:
-            logger.warning("%d capture records were dropped in total", self.records_dropped)
+            logger.warning("%s: %d capture records were dropped in total", CAPTURE_WRITE_ERROR, self.records_dropped)
 
 
 # Reading captured data back (for the CLI and tests).

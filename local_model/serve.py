@@ -129,6 +129,8 @@ async def ping(request: Request) -> Response:
     state: ServerState = request.app.state.server
     if state.model is None:
         return error_response(ModelNotLoadedError(f"the model is not loaded: {state.load_error}"))
+    if state.capture is not None:  # lost captures are visible to whoever watches the health check
+        return JSONResponse({"status": "healthy", "capture": state.capture.stats()})
     return JSONResponse({"status": "healthy"})
 
 

@@ -72,6 +72,11 @@ class NotDeployedError(EnvironmentProblemError):
     """The stack the command needs does not exist on the target."""
 
 
+class StackLostError(NotDeployedError):
+    """The state file records a stack on an emulator that no longer has it: the emulator was restarted
+    (emulators keep nothing across a restart)."""
+
+
 class NoTrainedModelError(EnvironmentProblemError):
     """No model.tar.gz in the workdir yet."""
 

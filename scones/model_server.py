@@ -222,6 +222,13 @@ class ModelServer:
             self._log_file.close()
             self._log_file = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed (tests of fault handling). `start()` may follow."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self.stop()
+
     def __enter__(self) -> ModelServer:
         return self.start()
 

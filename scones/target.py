@@ -24,6 +24,7 @@ from scones.errors import (
     EmulatorNotRunningError,
     EmulatorUnreachableError,
     NotDeployedError,
+    StackLostError,
 )
 from scones.state import SessionState
 
@@ -146,6 +147,13 @@ def deployed_outputs(connection: Connection, stack_name: str | None, state: Sess
     cfn = make_client(connection.session, "cloudformation")
     status = stack_status(cfn, name)
     if status is None or status.startswith("DELETE"):
+        recorded = (state.stack_name, state.aws_endpoint_url) if state is not None else None
+        if connection.kind is TargetKind.emulator and recorded == (name, connection.endpoint_url):
+            raise StackLostError(
+                f"stack {name!r} is recorded in the state file as deployed on {connection.describe()}, which has "
+                "no such stack: the emulator was restarted and lost it. Deploy it again with `scones deploy` "
+                "(or stop `scones up` and start it again)"
+            )
         raise NotDeployedError(
             f"stack {name!r} is not deployed on {connection.describe()}: run `scones deploy` (or `scones up`)"
         )

@@ -231,6 +231,38 @@ def test_write_failure_is_logged_and_never_raised(tmp_path, caplog):
     assert all("PNG fake" not in r.getMessage() for r in caplog.records)  # never log image bytes
 
 
+def test_an_unwritable_destination_is_named_at_start_and_every_loss_counted(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("a capture folder cannot be made below a file")
+    writer = CaptureWriter(blocker / "capture", flush_interval_s=3600)
+    with caplog.at_level(logging.ERROR, logger="local_model.capture"):
+        writer.start()
+        assert [r.getMessage() for r in caplog.records if "not writable" in r.getMessage()] != []
+        assert all(capture_one(writer, f"image {i}".encode()) for i in range(3))  # still accepted
+        assert writer.stats()["records_buffered"] == 3
+        writer.flush()
+        assert capture_one(writer)
+        writer.close()
+    assert writer.stats() == {
+        "destination": str(blocker / "capture"),
+        "records_buffered": 0,
+        "records_written": 0,
+        "records_dropped": 4,
+        "write_failures": 2,
+    }
+    lost = [r.getMessage() for r in caplog.records if "could not write" in r.getMessage()]
+    assert len(lost) == 2 and all(m.startswith("CaptureWriteError: ") for m in lost)
+    assert lost[-1].endswith("4 records dropped so far")
+
+
+def test_a_writable_destination_reports_no_problem_and_counts_what_it_wrote(tmp_path):
+    writer = CaptureWriter(tmp_path / "new" / "folder")
+    assert writer.destination_problem() is None
+    assert capture_one(writer)
+    writer.close()
+    assert writer.stats()["records_written"] == 1 and writer.stats()["records_dropped"] == 0
+
+
 def test_reader_names_the_file_of_a_broken_record(tmp_path):
     path = tmp_path / "bikes/AllTraffic/2024/05/01/13/00-00-000-x.jsonl"
     path.parent.mkdir(parents=True)

@@ -10,7 +10,14 @@ import pytest
 from image_samples import make_model_dir, png_rgba
 
 from local_model.capture import read_captured_inferences
-from scones.model_server import ModelServer, ModelServerError, ModelServerStartError, PortInUseError, is_port_free
+from scones.model_server import (
+    ModelServer,
+    ModelServerError,
+    ModelServerStartError,
+    PortInUseError,
+    find_free_port,
+    is_port_free,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +100,21 @@ def test_capture_settings_reach_the_child_process(model_dir, tmp_path):
 def test_starting_twice_is_refused(model_dir):
     with ModelServer(model_dir) as server, pytest.raises(ModelServerError, match="already started"):
         server.start()
+
+
+def test_a_killed_server_loses_its_buffered_captures_and_restarts_on_the_same_port(model_dir, tmp_path):
+    destination = tmp_path / "capture"
+    server = ModelServer(
+        model_dir, port=find_free_port(), capture_destination=destination, env={"SCONES_CAPTURE_FLUSH_SECONDS": "3600"}
+    )
+    with server:
+        invoke(server.url, png_rgba(seed=6))
+        status, health = get(f"{server.url}/ping")
+        assert (status, health["capture"]["records_buffered"]) == (200, 1)
+        port, pid = server.port, server.pid
+        server.kill()  # SIGKILL: no flush, unlike stop()
+        assert not server.running and is_port_free("127.0.0.1", port)
+        server.start()
+        assert (server.port, server.running) == (port, True) and server.pid != pid
+        assert get(f"{server.url}/ping")[1]["capture"]["records_buffered"] == 0
+    assert list(read_captured_inferences(destination)) == []  # the killed one flushed nothing
