@@ -108,7 +108,7 @@ def test_invalid_event_error_names_every_problem():
     with pytest.raises(InvalidEventError) as raised:
         contract.validate_event({"s3_bucket": 7}, contract.SERIALIZE_INPUT_SCHEMA)
     assert "event.s3_key is missing" in str(raised.value)
-    assert "event.s3_bucket must be a JSON string, got int" in str(raised.value)
+    assert "event.s3_bucket must be a JSON string, got number" in str(raised.value)
 
 
 def test_error_messages_start_with_the_error_name():
