@@ -335,14 +335,14 @@ IMAGE_FORMATS = {
 }
 # Images in other formats are refused; these signatures only name the format in the error message.
 _REFUSED_FORMATS = (
-    (re.compile(rb"GIF8[79]a"), "GIF"),
-    (re.compile(rb"BM"), "BMP"),
-    (re.compile(rb"RIFF....WEBP", re.DOTALL), "WEBP"),
-    (re.compile(rb"II\*\x00|MM\x00\*"), "TIFF"),
-    (re.compile(rb"....ftyp(?:heic|heix|heif|mif1|msf1|avif)", re.DOTALL), "HEIF/AVIF"),
-    (re.compile(rb"(?:\xef\xbb\xbf)?\s*<(?:\?xml|svg|!DOCTYPE svg)", re.IGNORECASE), "SVG (XML)"),
-    (re.compile(rb"%PDF-"), "PDF"),
-    (re.compile(rb"\x00\x00\x01\x00"), "ICO"),
+    (re.compile(rb"GIF8[79]a"), "a GIF file"),
+    (re.compile(rb"BM"), "a BMP file"),
+    (re.compile(rb"RIFF....WEBP", re.DOTALL), "a WEBP file"),
+    (re.compile(rb"II\*\x00|MM\x00\*"), "a TIFF file"),
+    (re.compile(rb"....ftyp(?:heic|heix|heif|mif1|msf1|avif)", re.DOTALL), "a HEIF or AVIF file"),
+    (re.compile(rb"(?:\xef\xbb\xbf)?\s*<(?:\?xml|svg|!DOCTYPE svg)", re.IGNORECASE), "an SVG (XML) file"),
+    (re.compile(rb"%PDF-"), "a PDF file"),
+    (re.compile(rb"\x00\x00\x01\x00"), "an ICO file"),
 )
 ACCEPTED_FORMATS_TEXT = " or ".join(IMAGE_FORMATS)  # "PNG or JPEG"
 
@@ -358,7 +358,7 @@ def image_content_type(data: bytes, source: str = "the image") -> str:
     start = f"{len(data)} bytes starting {data[:8]!r}"
     if refused:
         raise NotAnImageError(
-            f"{source} is a {refused} file ({start}); the workflow accepts {ACCEPTED_FORMATS_TEXT} only: convert it"
+            f"{source} is {refused} ({start}); the workflow accepts {ACCEPTED_FORMATS_TEXT} only: convert it"
         )
     raise NotAnImageError(f"{source} is not a {ACCEPTED_FORMATS_TEXT} image ({start})")
 
