@@ -60,7 +60,7 @@ def decode_image_data(image_data: str) -> bytes:
 
 def invoke_endpoint(runtime, endpoint_name: str, image: bytes) -> list[float]:
     """[p_bicycle, p_motorcycle] for one PNG or JPEG, from the endpoint named `endpoint_name`."""
-    content_type = image_content_type(image)
+    content_type = image_content_type(image, "event.image_data (decoded)")
     try:
         response = runtime.invoke_endpoint(
             EndpointName=endpoint_name, ContentType=content_type, Accept="application/json", Body=image
@@ -70,7 +70,7 @@ def invoke_endpoint(runtime, endpoint_name: str, image: bytes) -> list[float]:
         error = e.response.get("Error", {})
         code, message = error.get("Code", ""), error.get("Message", "")
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        detail = f"endpoint {endpoint_name!r} answered {status} {code}: {message}"
+        detail = f"endpoint {endpoint_name!r} answered {status} {code}: {model_error_reason(e.response) or message}"
         if code in TRANSIENT_ERROR_CODES or (status >= 500 and code != "ModelError"):
             raise EndpointUnavailableError(detail) from e
         raise EndpointError(detail) from e
@@ -79,6 +79,17 @@ def invoke_endpoint(runtime, endpoint_name: str, image: bytes) -> list[float]:
     except BotoCoreError as e:
         raise EndpointError(f"calling endpoint {endpoint_name!r} failed: {e}") from e
     return parse_inferences(body, endpoint_name)
+
+
+def model_error_reason(response: dict) -> str:
+    """The container's own named error inside a SageMaker ModelError ("InvalidImageError: ..."), if any."""
+    try:
+        original = json.loads(response.get("OriginalMessage") or "")
+    except (json.JSONDecodeError, TypeError):
+        return ""
+    if not isinstance(original, dict) or not isinstance(original.get("error"), str):
+        return ""
+    return f"the model server refused the image: {original['error']}: {original.get('message', '')}"[:1000]
 
 
 def parse_inferences(body: bytes, endpoint_name: str) -> list[float]:

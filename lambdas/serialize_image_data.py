@@ -54,7 +54,7 @@ def read_image(s3, bucket: str, key: str) -> bytes:
         body.close()  # do not download what cannot be passed on
         raise ImageTooLargeError(too_large_message(location, size))
     data = body.read()
-    image_content_type(data)
+    image_content_type(data, location)
     return data
 
 

@@ -2,13 +2,29 @@
 
 The same four functions the SageMaker PyTorch serving toolkit calls; local_model.serve calls them too.
 Every way a request can be wrong raises a named `InferenceRequestError` carrying its HTTP status.
+
+What the server accepts, and what it refuses (the same list as the workflow's, lambdas/contract.py):
+- PNG and JPEG (camera MPO included), in any mode: grayscale, palette, RGBA/LA (alpha dropped), 1-bit,
+  16-bit (scaled to 8 bits), CMYK (converted to RGB), any size from 1x1, resized to 32x32.
+- Refused with InvalidImageError (400): every other format (GIF, BMP, WEBP, TIFF, SVG, ...; their decoders
+  are never run on untrusted bytes), and truncated or corrupt data. Base64 text or a data: URI sent as the
+  body is named as such. PNG text chunks beyond Pillow's MAX_TEXT_CHUNK (1 MB decompressed) are corrupt.
+- Refused with ImageTooLargeError (413), from the header, before any pixel is decompressed: images that
+  would decode to more than `max_pixels` pixels (SCONES_MAX_IMAGE_PIXELS). That counts what is decoded:
+  a PNG's declared size, a JPEG's size after libjpeg's reduced (1/2..1/8) decode, so a 48 MP phone photo
+  decodes as 0.8 MP and passes while a tiny PNG declaring 40000x40000 is refused. Pillow's own process-wide
+  guard (Image.MAX_IMAGE_PIXELS: a warning above 89 MP declared, DecompressionBombError above 179 MP) is
+  left as it is and also answers ImageTooLargeError.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,9 +48,10 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_CONTENT_TYPES = ("image/png", "image/jpeg", "application/x-image")
 JSON_CONTENT_TYPE = "application/json"
-# Decoders we let Pillow use. Content types are only a hint (clients often send PNG as image/jpeg),
-# but the list keeps the attack surface to a few well-trodden formats.
-ALLOWED_IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+# The decoders we let Pillow use: the image formats the workflow accepts (lambdas/contract.py IMAGE_FORMATS;
+# this container cannot import it, tests/unit/test_hostile_inputs.py checks the two agree). Content types
+# are only a hint (clients often send PNG as image/jpeg); the format is read from the bytes.
+ACCEPTED_IMAGE_FORMATS = ("PNG", "JPEG")
 _JPEG_FORMATS = ("JPEG", "MPO")  # Pillow opens cameras' multi-picture JPEGs (MPO) through its JPEG decoder
 MODEL_TAR = "model.tar.gz"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -134,23 +151,33 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def declared_pixels(body: bytes) -> int:
+    """Width x height from the image header (no pixel decoded); 0 when the header cannot be read."""
+    try:
+        with Image.open(io.BytesIO(body), formats=ACCEPTED_IMAGE_FORMATS) as image:
+            return image.size[0] * image.size[1]
+    except Exception:  # the decode proper names whatever is wrong
+        return 0
+
+
 def decode_image(body: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Image bytes -> (32, 32, 3) uint8 RGB array, refusing images of more than `max_pixels` pixels."""
+    """Image bytes -> (32, 32, 3) uint8 RGB array, refusing images that decode to more than `max_pixels`."""
     if not body:
         raise EmptyBodyError("the request body is empty; send the image bytes")
     try:
-        image = Image.open(io.BytesIO(body), formats=ALLOWED_IMAGE_FORMATS)
+        image = Image.open(io.BytesIO(body), formats=ACCEPTED_IMAGE_FORMATS)
         width, height = image.size
-        # Image.open reads only the header, so this check runs before any pixel is decompressed. Pillow's own
-        # guard (MAX_IMAGE_PIXELS, ~89 MP, process-wide) is far too generous for a 32x32 classifier.
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels"
-            )
         is_jpeg = image.format in _JPEG_FORMATS
         orientation = image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1) if is_jpeg else 1
         if is_jpeg:
             image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # lets libjpeg decode big photos at 1/2..1/8 scale
+        # Image.open and draft read only the header: this runs before any pixel is decompressed.
+        decoded = image.size[0] * image.size[1]
+        if decoded > max_pixels:
+            scaled = f", {image.size[0]}x{image.size[1]} at the smallest decode" if decoded != width * height else ""
+            raise ImageTooLargeError(
+                f"image is {width}x{height} = {width * height} pixels{scaled}; the limit is {max_pixels} decoded pixels"
+            )
         image.load()
         image = _to_rgb(image)
         if image.size != (IMAGE_SIZE, IMAGE_SIZE):
@@ -165,11 +192,30 @@ def decode_image(body: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.
         raise
     except Image.UnidentifiedImageError as e:
         raise InvalidImageError(
-            f"body is not a readable image (supported formats: {', '.join(ALLOWED_IMAGE_FORMATS)})"
+            f"body is not a readable image (accepted formats: {', '.join(ACCEPTED_IMAGE_FORMATS)}): "
+            + describe_unreadable(body)
         ) from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as e:
         # Pillow reports truncated or corrupt data through all of these, depending on the decoder.
         raise InvalidImageError(f"image data is truncated or corrupt: {e}") from e
+
+
+def describe_unreadable(body: bytes) -> str:
+    """What a body no accepted decoder recognises most likely is, for the error message."""
+    head = body[:64].lstrip()
+    if head.startswith(b"data:"):
+        return "it is a data: URI; send the raw image bytes, not text"
+    if head[:1] in (b"{", b"["):
+        return "it looks like JSON; send the raw image bytes with an image Content-Type"
+    text = body[:4096].strip()
+    if re.fullmatch(rb"[A-Za-z0-9+/=\s]+", text) and len(text) >= 8:
+        try:
+            decoded = base64.b64decode(re.sub(rb"\s", b"", text)[:12])
+        except binascii.Error:
+            decoded = b""
+        if decoded.startswith((b"\x89PNG", b"\xff\xd8\xff")):
+            return "it is base64 text of an image; send the decoded bytes"
+    return f"{len(body)} bytes starting {body[:8]!r}"
 
 
 _ORIENTATION_TRANSPOSE = {

@@ -39,9 +39,11 @@ logger = logging.getLogger("local_model.serve")  # not __name__: that is "__main
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 INFERENCE_ID_HEADER = "x-amzn-sagemaker-inference-id"
 INVOKED_VARIANT_HEADER = "x-Amzn-Invoked-Production-Variant"
-# Bodies up to this size are decoded on the event loop: a 32x32 PNG decodes in microseconds, and the hop
-# to a worker thread would cost more than the work. Larger ones (photos) go to a thread so /ping stays live.
+# Small images are decoded on the event loop: a 32x32 PNG decodes in microseconds, and the hop to a worker
+# thread would cost more than the work. Large bodies (photos), and small ones declaring many pixels (a 15 KB
+# PNG can declare 2048x2048, ~25 ms to decode), go to a thread so /ping and other requests stay live.
 INLINE_DECODE_MAX_BYTES = 64 * 1024
+INLINE_DECODE_MAX_PIXELS = 256 * 256
 
 
 class ModelNotLoadedError(InferenceRequestError):
@@ -107,7 +109,7 @@ async def invoke(request: Request, endpoint_name: str) -> Response:
         body = await read_body(request.stream(), request.headers.get("content-length"), state.settings.max_body_bytes)
         if not body:
             raise EmptyBodyError("the request body is empty; send the image bytes")
-        if len(body) <= INLINE_DECODE_MAX_BYTES:
+        if len(body) <= INLINE_DECODE_MAX_BYTES and inference.declared_pixels(body) <= INLINE_DECODE_MAX_PIXELS:
             text, media = answer(state, body, content_type, accept)
         else:
             text, media = await run_in_threadpool(answer, state, body, content_type, accept)

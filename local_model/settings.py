@@ -22,7 +22,9 @@ DEFAULT_PORT = 8080
 MAX_BODY_BYTES_VAR = "SCONES_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints accept at most 6 MB per request
 MAX_IMAGE_PIXELS_VAR = "SCONES_MAX_IMAGE_PIXELS"
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096  # ~67 MB decoded as RGBA: far above any photo we need, far below a bomb
+# Pixels actually decoded (a JPEG's after its 1/8 reduced decode): 2048x2048, 16 MB as RGBA, is 4,096 times
+# what the 32x32 model sees; any camera JPEG up to Pillow's own 179 MP cap fits, a decompression bomb does not.
+DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
 TORCH_THREADS_VAR = "SCONES_TORCH_THREADS"
 DEFAULT_TORCH_THREADS = 1  # one 32x32 image is too small to gain from intra-op threads; measured fastest
 LOG_LEVEL_VAR = "SCONES_LOG_LEVEL"

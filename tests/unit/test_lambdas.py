@@ -108,7 +108,7 @@ def test_invalid_event_error_names_every_problem():
     with pytest.raises(InvalidEventError) as raised:
         contract.validate_event({"s3_bucket": 7}, contract.SERIALIZE_INPUT_SCHEMA)
     assert "event.s3_key is missing" in str(raised.value)
-    assert "event.s3_bucket must be a JSON string, got int" in str(raised.value)
+    assert "event.s3_bucket must be a JSON string, got number" in str(raised.value)
 
 
 def test_error_messages_start_with_the_error_name():
@@ -330,3 +330,72 @@ def test_filter_rejects_a_bad_threshold(monkeypatch, raw):
     monkeypatch.setenv(contract.ENV_CONFIDENCE_THRESHOLD, raw)
     with pytest.raises(ConfigurationError, match=contract.ENV_CONFIDENCE_THRESHOLD):
         filter_low_confidence.handler(load_event("filter_low_confidence.json"), None)
+
+
+# --- Hostile events through the handlers (the properties of the validation: test_contract_properties.py) ---
+
+
+def test_the_courses_wrapper_says_where_the_keys_are_and_how_to_send_them(s3_bucket):
+    with pytest.raises(InvalidEventError) as raised:
+        serialize_image_data.handler(load_event("course_wrapper.json"), None)
+    message = str(raised.value)
+    assert "The keys s3_bucket, s3_key were found under `body`" in message
+    assert "Send the object in `body` itself as the input" in message
+
+
+@pytest.mark.parametrize(
+    "key", ["../../etc/passwd", "images/../../secret.png", "./a.png", "a/.", "a\x00.png", "a\n.png", "\ud800.png"]
+)
+def test_serialize_refuses_traversal_and_control_keys_before_calling_s3(key):
+    # The handler's own client, with no response queued: any S3 call would fail the test.
+    with Stubber(clients.s3_client()), pytest.raises(InvalidEventError, match=r"event\.s3_key"):
+        serialize_image_data.handler({"s3_bucket": BUCKET, "s3_key": key}, None)
+
+
+def test_serialize_reads_a_unicode_key(s3_bucket):
+    key = "ünïcødé/🚲.png"
+    s3_bucket.put_object(Bucket=BUCKET, Key=key, Body=PNG)
+    assert serialize_image_data.handler({"s3_bucket": BUCKET, "s3_key": key}, None)["s3_key"] == key
+
+
+@pytest.mark.parametrize(
+    ("body", "mentions"),
+    [
+        (b"", "is empty (0 bytes)"),
+        (b"GIF89a\x01\x00\x01\x00", "is a GIF file"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "is a WEBP file"),
+        (b'<?xml version="1.0"?><svg/>', "is an SVG (XML) file"),
+        (b"%PDF-1.7", "is a PDF file"),
+        (b"a delivery note", "is not a PNG or JPEG image"),
+    ],
+    ids=["zero bytes", "GIF", "WEBP", "SVG", "PDF", "text"],
+)
+def test_serialize_names_what_a_refused_object_is(s3_bucket, body, mentions):
+    s3_bucket.put_object(Bucket=BUCKET, Key="object", Body=body)
+    with pytest.raises(NotAnImageError, match=f"^NotAnImageError: s3://{BUCKET}/object {re.escape(mentions)}"):
+        serialize_image_data.handler({"s3_bucket": BUCKET, "s3_key": "object"}, None)
+
+
+def test_deeply_nested_events_are_refused_without_recursion():
+    deep: object = 1
+    for _ in range(100_000):
+        deep = {"a": deep}
+    with pytest.raises(InvalidEventError, match="nests more than 32 levels"):
+        filter_low_confidence.handler({**load_event("filter_low_confidence.json"), "extra": deep}, None)
+
+
+def test_classify_names_the_model_servers_own_error(runtime):
+    original = {"error": "InvalidImageError", "message": "image data is truncated or corrupt"}
+    runtime.add_client_error(
+        "invoke_endpoint",
+        "ModelError",
+        "Received client error (400) from primary with message ...",
+        424,
+        modeled_fields={"OriginalStatusCode": 400, "OriginalMessage": json.dumps(original)},
+    )
+    with pytest.raises(EndpointError) as raised:
+        classify_image.handler(load_event("classify_image.json"), None)
+    assert str(raised.value) == (
+        f"EndpointError: endpoint '{ENDPOINT}' answered 424 ModelError: the model server refused the image: "
+        "InvalidImageError: image data is truncated or corrupt"
+    )
