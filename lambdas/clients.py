@@ -15,11 +15,13 @@ from botocore.config import Config
 
 # Standard retry mode backs off with jitter on throttling, 5xx, connection errors and read timeouts.
 # Every attempt (connect + read) and the backoff between them must end before the function's own
-# Timeout (template.yaml), so that a stuck endpoint fails with a named error instead of the platform
-# killing the function: with the classifier's 60 s, 3 x (2 + 16) + 3 = 57 s.
+# Timeout (template.yaml), so that a stuck service fails with a named error instead of the platform
+# killing the function: the classifier's 60 s hold 3 x (2 + 16) + 3 = 57 s of endpoint calls, the
+# serializer's 30 s hold 3 x (2 + 6) + 3 = 27 s of S3 reads (an image is at most a few MB).
 MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT_S = 2
-READ_TIMEOUT_S = 16
+READ_TIMEOUT_S = 16  # the endpoint's: a model answers in well under a second, a cold container in seconds
+S3_READ_TIMEOUT_S = 6
 MAX_BACKOFF_S = 3  # standard mode waits at most 1 s, then at most 2 s, between the three attempts
 DEADLINE_MARGIN_S = 1  # for the handler's own work after the last attempt
 _CONFIG = Config(
@@ -32,7 +34,7 @@ _CONFIG = Config(
 
 @functools.cache
 def s3_client():
-    return boto3.client("s3", config=_CONFIG)
+    return boto3.client("s3", config=_CONFIG.merge(Config(read_timeout=S3_READ_TIMEOUT_S)))
 
 
 @functools.cache

@@ -5,7 +5,6 @@ failed with a named error; no execution is left RUNNING and no lost capture goes
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -187,24 +186,6 @@ class SlowProxy:
         self.server.server_close()
 
 
-def test_the_classifiers_endpoint_timeouts_end_before_its_lambda_timeout(monkeypatch):
-    """Static: with the template's Timeout, every attempt and backoff of the endpoint call fits."""
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # a client is built, nothing is called
-    monkeypatch.setattr(
-        clients, "sagemaker_runtime_client", functools.cache(clients.sagemaker_runtime_client.__wrapped__)
-    )
-    template = (ROOT / "cloud" / "template.yaml").read_text()
-    block = template.split("  ClassifyImageFunction:\n", 1)[1].split("\n\n", 1)[0]
-    timeout_s = int(block.split("      Timeout: ", 1)[1].split()[0])
-    read_s = clients.read_timeout_within(timeout_s)
-    worst_s = clients.MAX_ATTEMPTS * (clients.CONNECT_TIMEOUT_S + read_s) + clients.MAX_BACKOFF_S
-    assert worst_s < timeout_s, (worst_s, timeout_s)
-    config = clients.sagemaker_runtime_client_within(timeout_s).meta.config  # what the handler really uses
-    assert (config.read_timeout, config.connect_timeout) == (read_s, clients.CONNECT_TIMEOUT_S)
-    assert config.retries["total_max_attempts"] == clients.MAX_ATTEMPTS  # the first call included
-
-
-@HOST_ONLY
 def test_a_model_server_slower_than_the_lambda_timeout_ends_in_a_named_error(
     fault_stack, fault_port, model_server, test_images, sfn, s3
 ):

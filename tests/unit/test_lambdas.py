@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from cfnlint.decode import cfn_yaml
 from conftest import use_offline_aws
 from moto import mock_aws
 
@@ -32,7 +33,8 @@ from lambdas.contract import (
     NotAnImageError,
 )
 
-EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS_DIR = ROOT / "tests" / "events"
 PNG = base64.b64decode(json.loads((EVENTS_DIR / "classify_image.json").read_text())["image_data"])
 JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
 BUCKET = "scones-unit-images"
@@ -399,3 +401,34 @@ def test_classify_names_the_model_servers_own_error(runtime):
         f"EndpointError: endpoint '{ENDPOINT}' answered 424 ModelError: the model server refused the image: "
         "InvalidImageError: image data is truncated or corrupt"
     )
+
+
+def worst_case_s(config) -> float:
+    """How long a client call can take with `config`: every attempt's connect + read, and the backoff."""
+    attempts = config.retries["total_max_attempts"]
+    return attempts * (config.connect_timeout + config.read_timeout) + clients.MAX_BACKOFF_S
+
+
+@pytest.mark.parametrize(
+    ("function", "client_of"),
+    [
+        ("SerializeImageDataFunction", lambda timeout_s: clients.s3_client()),
+        ("ClassifyImageFunction", clients.sagemaker_runtime_client_within),
+    ],
+)
+def test_every_client_call_ends_before_its_functions_timeout(function, client_of, monkeypatch):
+    """A stuck service must end in the handler's named error, not in the platform killing the function:
+    the clients the handlers really use, against the Timeout the template gives each function."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # clients are built, nothing is called
+    timeout_s = cfn_yaml.load(str(ROOT / "cloud" / "template.yaml"))["Resources"][function]["Properties"]["Timeout"]
+    config = client_of(timeout_s).meta.config
+    assert config.retries["total_max_attempts"] == clients.MAX_ATTEMPTS  # the first call included
+    assert worst_case_s(config) + clients.DEADLINE_MARGIN_S <= timeout_s, (function, worst_case_s(config), timeout_s)
+
+
+@pytest.mark.parametrize("remaining_s", [60, 30, 15, 13])  # below 13 s even 1 s reads cannot fit
+def test_the_endpoint_read_timeout_shrinks_with_the_time_left(remaining_s, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    config = clients.sagemaker_runtime_client_within(remaining_s).meta.config
+    assert config.read_timeout == clients.read_timeout_within(remaining_s) <= clients.READ_TIMEOUT_S
+    assert worst_case_s(config) + clients.DEADLINE_MARGIN_S <= remaining_s
