@@ -220,6 +220,8 @@ class DeployConfig:
     model_data_path: Path | None = None
     endpoint_instance_type: str = "ml.m5.large"
     data_capture_sampling_percentage: int = 100
+    # The classifier's reserved concurrency (the template's ClassifyImageReservedConcurrency); 0: none.
+    classifier_reserved_concurrency: int = 32
 
     def check(self) -> None:
         if not STACK_NAME_PATTERN.match(self.stack_name):
@@ -234,6 +236,10 @@ class DeployConfig:
             )
         if not 0.0 <= self.confidence_threshold <= 1.0:
             raise DeployError(f"confidence threshold {self.confidence_threshold} is outside [0, 1]")
+        if self.classifier_reserved_concurrency < 0:
+            raise DeployError(
+                f"classifier reserved concurrency {self.classifier_reserved_concurrency} is negative (0 reserves none)"
+            )
         if self.create_model_endpoint:
             missing = [
                 name
@@ -259,6 +265,7 @@ def stack_parameters(config: DeployConfig, bucket: str, keys: dict[str, str]) ->
         "ModelImageTag": config.model_image_tag,
         "EndpointInstanceType": config.endpoint_instance_type,
         "DataCaptureSamplingPercentage": str(config.data_capture_sampling_percentage),
+        "ClassifyImageReservedConcurrency": str(config.classifier_reserved_concurrency),
     }
     values.setdefault("ModelDataKey", "")
     return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
@@ -287,7 +294,7 @@ def deploy_stack(
 
     account_id = sts.get_caller_identity()["Account"]
     bucket = artifact_bucket_name(config.stack_name, account_id, session.region_name)
-    ensure_bucket(s3, bucket, session.region_name)
+    ensure_bucket(s3, bucket, session.region_name, session.get_partition_for_region(session.region_name))
     artifacts = build_artifacts(config.model_data_path)
     keys = {}
     for parameter, artifact in artifacts.items():
@@ -317,25 +324,41 @@ def deploy_stack(
     return stack_outputs(config.stack_name, session=session)
 
 
-def ensure_bucket(s3, bucket: str, region: str) -> None:
+def tls_only_policy(bucket: str, partition: str = "aws") -> str:
+    """A bucket policy that denies every request not made over TLS (as the template's ImageBucketPolicy)."""
+    arn = f"arn:{partition}:s3:::{bucket}"
+    statement = {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [arn, f"{arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def ensure_bucket(s3, bucket: str, region: str, partition: str = "aws") -> None:
+    """Create the artifact bucket unless it exists: private, and TLS only (set again on an existing
+    bucket, so that one created before the policy existed gets it too)."""
     try:
         s3.head_bucket(Bucket=bucket)
-        return
     except ClientError as e:
         if e.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
             raise
-    # us-east-1 is the one region that rejects its own name as a location constraint.
-    location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-    s3.create_bucket(Bucket=bucket, **location)
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
-    )
+        # us-east-1 is the one region that rejects its own name as a location constraint.
+        location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=bucket, **location)
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+    s3.put_bucket_policy(Bucket=bucket, Policy=tls_only_policy(bucket, partition))
 
 
 def upload_if_missing(s3, bucket: str, key: str, data: bytes) -> bool:
@@ -468,13 +491,17 @@ def teardown_stack(
     timeout_s: float = 1800.0,
     progress: Callable[[str], None] = logger.info,
 ) -> None:
-    """Delete everything deploy_stack created: the image bucket's objects, the stack (endpoint
-    included) and the artifact bucket. Safe to run twice."""
+    """Delete everything deploy_stack created, writers before what they write to: the SageMaker
+    endpoint first (it writes data capture into the image bucket until it is gone, so emptying the
+    bucket earlier would lose the race and the stack's deletion would fail on a bucket that is not
+    empty), then the image bucket's objects and the stack, last the artifact bucket. Safe to run twice."""
     session = session or boto3.Session()
     cfn, s3, sts = target_clients(session, allow_aws)
     deadline = time.monotonic() + timeout_s
 
     if stack_status(cfn, stack_name) is not None:
+        if stack_resource_id(cfn, stack_name, "Endpoint"):
+            remove_model_endpoint(cfn, stack_name, deadline, progress)
         image_bucket = stack_resource_id(cfn, stack_name, "ImageBucket")
         if image_bucket:
             progress(f"emptied s3://{image_bucket} ({empty_bucket(s3, image_bucket)} objects)")
@@ -490,6 +517,24 @@ def teardown_stack(
     except ClientError as e:
         if e.response["Error"]["Code"] != "NoSuchBucket":
             raise
+
+
+def remove_model_endpoint(cfn, stack_name: str, deadline: float, progress: Callable[[str], None]) -> None:
+    """Delete the stack's SageMaker model, endpoint configuration and endpoint through CloudFormation
+    (the same template and parameters, CreateModelEndpoint false), and wait until they are gone. An
+    endpoint deleted behind CloudFormation's back would make the stack's deletion fail (moto measured)."""
+    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    parameters = [
+        {"ParameterKey": "CreateModelEndpoint", "ParameterValue": "false"}
+        if p["ParameterKey"] == "CreateModelEndpoint"
+        else {"ParameterKey": p["ParameterKey"], "UsePreviousValue": True}
+        for p in stack.get("Parameters", [])
+    ]
+    progress(f"deleting the SageMaker endpoint of {stack_name} (the data capture writer) before emptying the buckets")
+    cfn.update_stack(
+        StackName=stack_name, UsePreviousTemplate=True, Parameters=parameters, Capabilities=["CAPABILITY_IAM"]
+    )
+    wait_for_stack(cfn, stack_name, deadline, progress)
 
 
 def stack_resource_id(cfn, stack_name: str, logical_id: str) -> str | None:
@@ -549,6 +594,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     deploy.add_argument("--instance-type", default="ml.m5.large")
     deploy.add_argument(
+        "--classifier-concurrency",
+        type=int,
+        default=DeployConfig.classifier_reserved_concurrency,
+        help="concurrent executions reserved for the classifier Lambda (0: none)",
+    )
+    deploy.add_argument(
         "--manifest",
         type=Path,
         help=f"record the artifacts' sha256 here (.scones/{manifest.MANIFEST_NAME}: what `cloud.promote` checks)",
@@ -577,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
                 model_image_tag=args.model_image_tag,
                 model_data_path=args.model_data,
                 endpoint_instance_type=args.instance_type,
+                classifier_reserved_concurrency=args.classifier_concurrency,
             )
             logger.info("deploying %s", json.dumps(asdict(config), default=str))
             outputs = deploy_stack(config, allow_aws=args.aws, timeout_s=args.timeout, manifest_path=args.manifest)

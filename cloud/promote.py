@@ -728,9 +728,10 @@ def teardown_promotion(
     timeout_s: float = 3600.0,
     progress: Callable[[str], None] = logger.info,
 ) -> None:
-    """Delete everything `promote` created: the stack (SageMaker endpoint, endpoint config and model
-    with it), the image bucket's objects, the artifact bucket, and the ECR repository (or, when it is
-    kept or not promote's, the images promote pushed). Checks the endpoint is gone. Safe to run twice."""
+    """Delete everything `promote` created, writers first (deploy.teardown_stack): the SageMaker
+    endpoint, endpoint config and model, then the buckets' objects (data capture included), the stack
+    and the artifact bucket, then the ECR repository (or, when it is kept or not promote's, the images
+    promote pushed). Checks the endpoint is gone. Safe to run twice."""
     session = session or promotion_session()
     cfn, _, _, ecr, sagemaker = _aws_clients(session, allow_aws, "ecr", "sagemaker")
     deadline = time.monotonic() + timeout_s

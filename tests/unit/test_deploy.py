@@ -18,6 +18,7 @@ from cfnlint.api import lint_file
 from cfnlint.decode import decode_str
 from conftest import use_offline_aws
 from moto import mock_aws
+from moto_tls import PLAIN_HTTP_ONLY, moto_sees_tls  # noqa: F401 (an autouse fixture)
 
 from cloud import deploy, workflow
 from lambdas import contract
@@ -407,8 +408,17 @@ def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(t
         artifacts = deploy.artifact_bucket_name("scones-moto", "123456789012", "eu-west-1")
         model_key = container["ModelDataUrl"].removeprefix(f"s3://{artifacts}/")
         assert s3.get_object(Bucket=artifacts, Key=model_key)["Body"].read() == b"model bytes"
-        classify = boto3.client("lambda").get_function_configuration(FunctionName="scones-moto-classify-image")
+        lambdas = boto3.client("lambda")
+        classify = lambdas.get_function_configuration(FunctionName="scones-moto-classify-image")
         assert classify["Environment"]["Variables"] == {"MODEL_ENDPOINT_NAME": deploy.DEFAULT_ENDPOINT_NAME}
+        concurrency = lambdas.get_function_concurrency(FunctionName="scones-moto-classify-image")
+        assert concurrency["ReservedConcurrentExecutions"] == config.classifier_reserved_concurrency == 32
+        # The artifact bucket's policy (deploy sets it). moto's CloudFormation has no AWS::S3::BucketPolicy
+        # and drops the Model's EnableNetworkIsolation: tests/unit/test_template_security.py checks those.
+        (statement,) = json.loads(s3.get_bucket_policy(Bucket=artifacts)["Policy"])["Statement"]
+        assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "s3:*")
+        assert statement["Condition"] == PLAIN_HTTP_ONLY
+        assert sorted(statement["Resource"]) == [f"arn:aws:s3:::{artifacts}", f"arn:aws:s3:::{artifacts}/*"]
 
         s3.put_object(Bucket=bucket, Key="data-capture/x.jsonl", Body=b"{}")
         deploy.teardown_stack("scones-moto", allow_aws=True, timeout_s=60, progress=lambda _: None)
@@ -416,6 +426,46 @@ def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(t
         assert sagemaker.list_endpoints()["Endpoints"] == []
         assert s3.list_buckets()["Buckets"] == []
         deploy.teardown_stack("scones-moto", allow_aws=True, timeout_s=60)  # twice is fine
+
+
+def test_teardown_deletes_the_capture_writing_endpoint_before_emptying_the_buckets(tmp_path):
+    model = tmp_path / "model.tar.gz"
+    model.write_bytes(b"model bytes")
+    config = deploy.DeployConfig(
+        stack_name="scones-order",
+        create_model_endpoint=True,
+        model_image_repository="scones-model",
+        model_image_tag="v1",
+        model_data_path=model,
+    )
+    with mock_aws():
+        deploy.deploy_stack(config, allow_aws=True, timeout_s=60, progress=lambda _: None)
+        cfn, sagemaker, s3 = (boto3.client(name) for name in ("cloudformation", "sagemaker", "s3"))
+        image_bucket = deploy.stack_resource_id(cfn, "scones-order", "ImageBucket")
+        s3.put_object(Bucket=image_bucket, Key="data-capture/AllTraffic/2026/01/01/00/x.jsonl", Body=b"{}")
+        assert sagemaker.list_endpoints()["Endpoints"]
+
+        session, calls = boto3.Session(), []
+        record = lambda model, params, **_: calls.append((model.name, params))  # noqa: E731
+        session.events.register("before-parameter-build.cloudformation", record)
+        session.events.register("before-parameter-build.s3.DeleteObjects", record)
+        deploy.teardown_stack("scones-order", session=session, allow_aws=True, timeout_s=60, progress=lambda _: None)
+
+        names = [name for name, _ in calls]
+        # First the stack without its endpoint (CloudFormation deletes the resources whose condition
+        # turned false; moto 5.2.5 does not, which is why the endpoint count is not checked here), then
+        # the buckets emptied, then the stack deleted.
+        assert names.index("UpdateStack") < names.index("DeleteObjects") < names.index("DeleteStack")
+        (update,) = [params for name, params in calls if name == "UpdateStack"]
+        assert update["UsePreviousTemplate"] is True
+        changed = [p for p in update["Parameters"] if not p.get("UsePreviousValue")]
+        assert changed == [{"ParameterKey": "CreateModelEndpoint", "ParameterValue": "false"}]
+        assert {p["ParameterKey"] for p in update["Parameters"]} == set(TEMPLATE["Parameters"])
+        emptied = {params["Bucket"] for name, params in calls if name == "DeleteObjects"}
+        assert emptied == {image_bucket, deploy.artifact_bucket_name("scones-order", "123456789012", "eu-west-1")}
+        assert sagemaker.list_endpoints()["Endpoints"] == []
+        assert deploy.stack_status(cfn, "scones-order") is None
+        assert s3.list_buckets()["Buckets"] == []
 
 
 # --- Reading executions ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import yaml
 from cfnlint.decode import decode_str
 from conftest import use_offline_aws
 from moto import mock_aws
+from moto_tls import moto_sees_tls  # noqa: F401 (an autouse fixture)
 
 from cloud import deploy, manifest, promote
 
