@@ -5,7 +5,9 @@ progress bars: upload to the stack's bucket, start one execution per image, wait
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
 from cloud.deploy import make_client
-from cloud.workflow import ExecutionResult, WorkflowRunError, image_key, start_execution, wait_for_execution
+from cloud.workflow import (
+    TERMINAL_STATUSES,
+    ExecutionResult,
+    WorkflowRunError,
+    image_key,
+    start_execution,
+    wait_for_execution,
+)
 from lambdas.classify_image import invoke_endpoint
 from lambdas.contract import CLASSES, WorkflowError
 
@@ -24,9 +34,17 @@ DEFAULT_CONCURRENCY = 4  # executions in flight at once: enough to exercise conc
 EXECUTION_TIMEOUT_S = 120.0  # per execution: cold starts on busy cores take seconds, a warm run about one
 CLASSIFY_STATE = "Classify Image"  # the state whose output holds the scores (statemachine/)
 LOW_CONFIDENCE = "LowConfidenceError"
+INTERRUPTED_ERROR = "BatchInterruptedError"  # the Error of an execution stopped because its batch was
+INTERRUPTED_CAUSE = "the batch that started this execution was interrupted (Ctrl-C) or failed"
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class BatchInterruptedError(WorkflowRunError):
+    """The batch was interrupted before (or as) this image's execution started."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,57 @@ def outcome_of(result: ExecutionResult, path: Path, label: str, sfn) -> ImageOut
     )
 
 
+class StartedExecutions:
+    """The executions one batch started, so that an interrupted batch can stop them.
+
+    A worker records its execution under the lock and learns there whether the batch is being stopped; the
+    sweep sets that flag under the same lock. So every execution is either in the sweep's list or stopped by
+    its own worker right after StartExecution returned: none escapes to stay RUNNING.
+    """
+
+    def __init__(self, sfn):
+        self._sfn = sfn
+        self._lock = threading.Lock()
+        self._arns: list[str] = []
+        self._stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def arns(self) -> list[str]:
+        with self._lock:
+            return list(self._arns)
+
+    def record(self, arn: str) -> bool:
+        """Remember `arn`; False (after stopping it) when the batch is already being stopped."""
+        with self._lock:
+            self._arns.append(arn)
+            stopping = self._stopping
+        if stopping:
+            self._stop(arn)
+        return not stopping
+
+    def stop_all(self) -> list[str]:
+        """Stop every recorded execution that is not terminal yet; the ARNs of those it stopped."""
+        with self._lock:
+            self._stopping = True
+            arns = list(self._arns)
+        return [arn for arn in arns if self._stop(arn)]
+
+    def _stop(self, arn: str) -> bool:
+        try:
+            if self._sfn.describe_execution(executionArn=arn)["status"] in TERMINAL_STATUSES:
+                return False
+            self._sfn.stop_execution(executionArn=arn, error=INTERRUPTED_ERROR, cause=INTERRUPTED_CAUSE)
+        except (BotoCoreError, ClientError) as e:
+            # It may have ended between the two calls; anything else is reported, and the sweep goes on.
+            logger.warning("could not stop %s: %s", arn, e)
+            return False
+        return True
+
+
 def run_workflow_batch(
     session,
     outputs: dict[str, str],
@@ -120,25 +189,42 @@ def run_workflow_batch(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout_s: float = EXECUTION_TIMEOUT_S,
+    name_prefix: str = "scones",
 ) -> list[ImageOutcome]:
-    """Upload `images` ((path, true class) pairs) and run one execution per image, `concurrency` at a
-    time. Every execution ends terminal: one still running at its deadline is stopped and counted failed."""
+    """Upload `images` ((path, true class) pairs) and run one execution per image (named
+    `<name_prefix>-<uuid>`), `concurrency` at a time. Every execution ends terminal: one still running at
+    its deadline is stopped and counted failed, and on Ctrl-C (or any other exception) every execution
+    this batch started and that is still running is stopped (ABORTED) before the exception goes on."""
     s3 = make_client(session, "s3")
     sfn = make_client(session, "stepfunctions")
     bucket = outputs["ImageBucketName"]
     keys = upload_images(s3, bucket, [path for path, _ in images])
+    started = StartedExecutions(sfn)
 
     def run(item: tuple[Path, str]) -> ImageOutcome:
         path, label = item
+        arn = None
         try:
+            if started.stopping:
+                raise BatchInterruptedError("the batch was interrupted before this image's execution started")
             event = {"s3_bucket": bucket, "s3_key": keys[path]}
-            arn = start_execution(sfn, outputs["StateMachineArn"], event, "scones")
+            arn = start_execution(sfn, outputs["StateMachineArn"], event, name_prefix)
+            if not started.record(arn):
+                raise BatchInterruptedError(f"the batch was interrupted as {arn} started; stopped it")
             result = wait_for_execution(sfn, arn, timeout_s, poll_s=0.1, max_poll_s=0.5)
         except WorkflowRunError as e:
-            return ImageOutcome(path, label, None, "failed", None, error=type(e).__name__, message=str(e))
+            return ImageOutcome(
+                path, label, None, "failed", None, error=type(e).__name__, message=str(e), execution_arn=arn
+            )
         return outcome_of(result, path, label, sfn)
 
-    return progress_map(run, images, concurrency, "workflow", "execution")
+    try:
+        return progress_map(run, images, concurrency, "workflow", "execution")
+    except BaseException:
+        stopped = started.stop_all()
+        if stopped:
+            print(f"stopped {len(stopped)} running executions of this batch", file=sys.stderr, flush=True)
+        raise
 
 
 def run_endpoint_batch(
