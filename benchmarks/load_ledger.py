@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import itertools
 import json
 import os
 import sys
@@ -27,9 +26,8 @@ from pathlib import Path
 import boto3
 
 from cloud.deploy import DeployConfig, deploy_stack, make_client, teardown_stack
-from lambdas.contract import CLASSES
 from scones.emulator import aws_environment_for, emulator_endpoint
-from scones.ledger import ModelServerFiles, check_ledger, format_ledger, run_ledgered_batch
+from scones.ledger import ModelServerFiles, check_ledger, choose_images, format_ledger, run_ledgered_batch
 from scones.model_server import ModelServer
 from scones.report import percentile
 
@@ -49,16 +47,6 @@ def quick_hyperparameters() -> dict[str, str]:
 
 def image_folder(data_dir: Path) -> Path:
     return data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-
-
-def choose_images(folder: Path, n: int) -> tuple[list[tuple[Path, str]], int]:
-    """`n` (path, class) pairs, the classes interleaved, cycling through the folder's images: all distinct
-    when n is at most their number. Also how many distinct images there are."""
-    per_class = [[(path, label) for path in sorted((folder / label).glob("*.png"))] for label in CLASSES]
-    if not all(per_class):
-        raise SystemExit(f"error: no {'/'.join(CLASSES)} PNGs under {folder}")
-    interleaved = [item for group in itertools.zip_longest(*per_class) for item in group if item]
-    return list(itertools.islice(itertools.cycle(interleaved), n)), len(interleaved)
 
 
 def train_quick_model(folder: Path) -> Path:
@@ -102,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     folder = image_folder(args.data_dir)
-    images, distinct = choose_images(folder, args.executions)
+    try:
+        images, distinct = choose_images(folder, args.executions)
+    except FileNotFoundError as e:
+        parser.error(str(e))
     if args.executions <= distinct:
         print(f"{args.executions} distinct real images from {folder}", flush=True)
     else:

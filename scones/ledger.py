@@ -7,6 +7,7 @@ Used by benchmarks/load_ledger.py and tests/integration/test_ledger.py alike."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import time
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from cloud.deploy import make_client
 from cloud.workflow import TERMINAL_STATUSES, UNNAMED_LAMBDA_ERRORS
+from lambdas.contract import CLASSES
 from local_model.capture import CapturedInference, read_captured_inferences
 from scones.batch import LOW_CONFIDENCE, ImageOutcome, run_workflow_batch
 from scones.report import OUTCOMES
@@ -98,6 +100,16 @@ def list_batch_executions(sfn, state_machine_arn: str, name_prefix: str) -> dict
             if execution["name"].startswith(f"{name_prefix}-"):
                 executions[execution["executionArn"]] = execution
     return executions
+
+
+def choose_images(folder: Path, n: int) -> tuple[list[tuple[Path, str]], int]:
+    """`n` (path, class) pairs from `folder/<class>/*.png`, the classes interleaved, cycling through the
+    images: all distinct when n is at most their number. Also how many distinct images there are."""
+    per_class = [[(path, label) for path in sorted((folder / label).glob("*.png"))] for label in CLASSES]
+    if not all(per_class):
+        raise FileNotFoundError(f"no {'/'.join(CLASSES)} PNGs under {folder}")
+    interleaved = [item for group in itertools.zip_longest(*per_class) for item in group if item]
+    return list(itertools.islice(itertools.cycle(interleaved), n)), len(interleaved)
 
 
 def image_digest(path: Path) -> str:
