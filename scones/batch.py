@@ -35,6 +35,8 @@ EXECUTION_TIMEOUT_S = 120.0  # per execution: cold starts on busy cores take sec
 CLASSIFY_STATE = "Classify Image"  # the state whose output holds the scores (statemachine/)
 LOW_CONFIDENCE = "LowConfidenceError"
 INTERRUPTED_ERROR = "BatchInterruptedError"  # the Error of an execution stopped because its batch was
+POLL_S, MAX_POLL_S = 0.1, 0.5  # how often a running execution is described, at first and at most
+STOP_CONFIRM_S = 5.0  # how long an interrupted batch waits to see its stopped executions ABORTED
 INTERRUPTED_CAUSE = "the batch that started this execution was interrupted (Ctrl-C) or failed"
 
 logger = logging.getLogger(__name__)
@@ -170,6 +172,22 @@ class StartedExecutions:
             arns = list(self._arns)
         return [arn for arn in arns if self._stop(arn)]
 
+    def still_running(self, arns: list[str], within_s: float) -> list[str]:
+        """Those of `arns` that do not report a terminal status within `within_s` seconds."""
+        deadline = time.monotonic() + within_s
+        while True:
+            running = [arn for arn in arns if not self._terminal(arn)]
+            if not running or time.monotonic() > deadline:
+                return running
+            arns = running
+            time.sleep(POLL_S)
+
+    def _terminal(self, arn: str) -> bool:
+        try:
+            return self._sfn.describe_execution(executionArn=arn)["status"] in TERMINAL_STATUSES
+        except (BotoCoreError, ClientError):
+            return False
+
     def _stop(self, arn: str) -> bool:
         try:
             if self._sfn.describe_execution(executionArn=arn)["status"] in TERMINAL_STATUSES:
@@ -211,7 +229,7 @@ def run_workflow_batch(
             arn = start_execution(sfn, outputs["StateMachineArn"], event, name_prefix)
             if not started.record(arn):
                 raise BatchInterruptedError(f"the batch was interrupted as {arn} started; stopped it")
-            result = wait_for_execution(sfn, arn, timeout_s, poll_s=0.1, max_poll_s=0.5)
+            result = wait_unless_stopping(sfn, arn, timeout_s, started)
         except WorkflowRunError as e:
             return ImageOutcome(
                 path, label, None, "failed", None, error=type(e).__name__, message=str(e), execution_arn=arn
@@ -224,7 +242,30 @@ def run_workflow_batch(
         stopped = started.stop_all()
         if stopped:
             print(f"stopped {len(stopped)} running executions of this batch", file=sys.stderr, flush=True)
+            lagging = started.still_running(stopped, STOP_CONFIRM_S)
+            if lagging:
+                # LocalStack keeps a stopped execution RUNNING until its Lambda task returns (AWS does not).
+                print(
+                    f"{len(lagging)} of them still report RUNNING: their task is in flight, and they end ABORTED "
+                    "when it returns",
+                    file=sys.stderr,
+                    flush=True,
+                )
         raise
+
+
+def wait_unless_stopping(sfn, arn: str, timeout_s: float, started: StartedExecutions) -> ExecutionResult:
+    """cloud.workflow.wait_for_execution, giving up as soon as the batch is being stopped (then the sweep
+    stops the execution), so an interrupted batch does not wait for its executions to end."""
+    deadline = time.monotonic() + timeout_s
+    interval = POLL_S
+    while not started.stopping:
+        if sfn.describe_execution(executionArn=arn)["status"] in TERMINAL_STATUSES or time.monotonic() > deadline:
+            # Terminal: read its result; past the deadline: stop it and raise ExecutionTimeoutError.
+            return wait_for_execution(sfn, arn, max(0.0, deadline - time.monotonic()))
+        time.sleep(interval)
+        interval = min(interval * 1.5, MAX_POLL_S)
+    raise BatchInterruptedError(f"the batch was interrupted while {arn} ran; stopped it")
 
 
 def run_endpoint_batch(
