@@ -1,6 +1,6 @@
 """The ledger's checks, one by one: a balanced ledger has no problems, and each way of losing an image, an
 execution, a request or a capture is named (no network: outcomes, executions, an access log and capture
-records made here)."""
+records made here), and the stop sweep of an interrupted batch (botocore Stubber)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.stub import ANY, Stubber
 
 from local_model.capture import CapturedInference, build_capture_record
-from scones.batch import ImageOutcome
+from scones.batch import INTERRUPTED_ERROR, ImageOutcome, StartedExecutions
 from scones.ledger import (
     AccessCounts,
     Ledger,
@@ -210,3 +212,53 @@ def test_wait_for_captures_stops_at_the_deadline_with_what_it_read():
 def test_capture_records_are_matched_to_images_by_their_bytes(images):
     record = capture(images[0].read_bytes())
     assert hashlib.sha256(record.input_body).digest() == hashlib.sha256(images[0].read_bytes()).digest()
+
+
+# --- the batch's stop sweep (botocore Stubber) ------------------------------------------------------
+
+
+def sfn_client():
+    return boto3.client("stepfunctions", region_name="us-east-1")
+
+
+def described(arn: str, status: str) -> dict:
+    return {"executionArn": arn, "stateMachineArn": "arn:sm", "status": status, "startDate": NOW}
+
+
+def test_the_sweep_stops_what_runs_and_leaves_what_ended():
+    sfn = sfn_client()
+    started = StartedExecutions(sfn)
+    assert started.record("arn:running") and started.record("arn:done")
+    with Stubber(sfn) as stub:
+        stub.add_response("describe_execution", described("arn:running", "RUNNING"), {"executionArn": "arn:running"})
+        stop = {"executionArn": "arn:running", "error": INTERRUPTED_ERROR, "cause": ANY}
+        stub.add_response("stop_execution", {"stopDate": NOW}, stop)
+        stub.add_response("describe_execution", described("arn:done", "SUCCEEDED"), {"executionArn": "arn:done"})
+        assert started.stop_all() == ["arn:running"]
+        stub.assert_no_pending_responses()
+
+
+def test_an_execution_started_during_the_sweep_stops_itself():
+    """The worker whose StartExecution returns after the sweep began is told so, and stops its execution."""
+    sfn = sfn_client()
+    started = StartedExecutions(sfn)
+    assert started.stop_all() == []  # nothing recorded yet
+    with Stubber(sfn) as stub:
+        stub.add_response("describe_execution", described("arn:late", "RUNNING"), {"executionArn": "arn:late"})
+        stub.add_response("stop_execution", {"stopDate": NOW}, {"executionArn": "arn:late", "error": ANY, "cause": ANY})
+        assert started.record("arn:late") is False
+        stub.assert_no_pending_responses()
+    assert started.arns == ["arn:late"]
+
+
+def test_a_failed_stop_is_reported_and_the_sweep_goes_on():
+    sfn = sfn_client()
+    started = StartedExecutions(sfn)
+    started.record("arn:a")
+    started.record("arn:b")
+    with Stubber(sfn) as stub:
+        stub.add_client_error("describe_execution", "ExecutionDoesNotExist", expected_params={"executionArn": "arn:a"})
+        stub.add_response("describe_execution", described("arn:b", "RUNNING"), {"executionArn": "arn:b"})
+        stub.add_response("stop_execution", {"stopDate": NOW}, {"executionArn": "arn:b", "error": ANY, "cause": ANY})
+        assert started.stop_all() == ["arn:b"]
+        stub.assert_no_pending_responses()
