@@ -133,11 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"list_executions(statusFilter=RUNNING) still lists {len(running['executions'])}")
     window_s = execution_window_s(ledger.executions)
     seconds = [o.seconds for o in ledger.outcomes if o.seconds is not None]
+    # The first wave starts every Lambda worker (C of each function, cold, on shared cores): shown apart.
+    later = [o.seconds for o in ledger.outcomes[args.concurrency :] if o.seconds is not None]
     print(f"\nthroughput    {args.executions / wall_s:.1f} executions/s over {wall_s:.1f} s wall (uploads included)")
     if window_s:
         rate = args.executions / window_s
         print(f"              {rate:.1f} executions/s over {window_s:.1f} s, first start to last stop")
     print(f"latency       {latency_line(seconds)} (StartExecution to terminal state, Step Functions' clock)")
+    print(f"              {latency_line(later)} without the first {args.concurrency} executions (the cold starts)")
     print(format_ledger(ledger, problems))
     load_after = os.getloadavg()
     print(f"load average  {load_before[0]:.2f} before, {load_after[0]:.2f} after (1-minute; 2 shared cores)")
@@ -151,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                     "wall_s": wall_s,
                     "execution_window_s": window_s,
                     "latency_ms": {f"p{q}": percentile([s * 1000 for s in seconds], q) for q in (50, 90, 99, 100)},
+                    "latency_after_first_wave_ms": {
+                        f"p{q}": percentile([s * 1000 for s in later], q) for q in (50, 90, 99, 100)
+                    },
                     "outcomes": ledger.by_outcome,
                     "errors": ledger.errors,
                     "statuses": ledger.statuses,
