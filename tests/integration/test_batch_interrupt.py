@@ -121,6 +121,7 @@ def test_ctrl_c_stops_the_executions_the_batch_started(slow_stack, paused_server
     # Nothing queued was started after the interrupt: only the executions in flight exist. AWS and ministack
     # report a stopped execution ABORTED at once; LocalStack keeps it RUNNING until its task returns, and the
     # batch says how many still report RUNNING.
+    print("\n".join(line for line in err.splitlines() if "of this batch" in line or "still report" in line))
     lagging = int(m.group(1)) if (m := re.search(r"(\d+) of them still report RUNNING", err)) else 0
     assert sorted(before.values()) == ["ABORTED"] * (CONCURRENCY - lagging) + ["RUNNING"] * lagging, (before, err)
     # Once the model server answers again, no execution of the state machine is RUNNING: all ABORTED, by us.
