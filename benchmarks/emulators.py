@@ -19,7 +19,6 @@ import importlib.util
 import io
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from PIL import Image
 
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from scones.emulator import Ministack, local_aws_environment
+from scones.report import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,10 +214,10 @@ def print_table(results: list[Result], executions: int) -> None:
     print("-" * len(header))
     for r in results:
         warm_ms = sorted(s * 1000 for s in r.warm_execution_s)
-        p95 = statistics.quantiles(warm_ms, n=20, method="inclusive")[-1] if len(warm_ms) > 1 else warm_ms[0]
         print(
             f"{r.emulator:<11} {r.startup_s:>10.1f} {r.idle_rss_mib:>12.0f} {r.deploy_s:>9.1f} "
-            f"{r.cold_execution_s:>11.2f} {statistics.median(warm_ms):>11.0f} {p95:>11.0f} {warm_ms[-1]:>11.0f} "
+            f"{r.cold_execution_s:>11.2f} {percentile(warm_ms, 50):>11.0f} {percentile(warm_ms, 95):>11.0f} "
+            f"{warm_ms[-1]:>11.0f} "
             f"{r.loaded_rss_mib:>13.0f}"
         )
 

@@ -27,6 +27,7 @@ from local_model import inference
 from local_model.classifier import ModelMeta, save_model_dir
 from local_model.model import ResNet9
 from scones.model_server import ModelServer
+from scones.report import percentile
 
 
 def build_untrained_model(model_dir: Path, width: int = 16) -> Path:
@@ -42,8 +43,8 @@ def png_bytes(rng: np.random.Generator) -> bytes:
 
 
 def percentiles_ms(seconds: list[float]) -> dict:
-    ms = np.asarray(seconds) * 1000
-    return {"p50": np.percentile(ms, 50), "p90": np.percentile(ms, 90), "p99": np.percentile(ms, 99)}
+    ms = [s * 1000 for s in seconds]
+    return {"p50": percentile(ms, 50), "p90": percentile(ms, 90), "p99": percentile(ms, 99)}
 
 
 def measure_http(url: str, bodies: list[bytes], requests: int, warmup: int, path: str) -> list[float]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,15 +116,18 @@ def main() -> int:
                     r = run_worker(python, code_root, args, autoaugment) | {"build": name, "round": round_ + 1}
                     runs.append(r)
                     print(describe(r), flush=True)
-    print(f"SUMMARY (median of {args.rounds}; seconds scaled to one {RECIPE_EPOCHS}-epoch training)")
+    # Here, not at the top: the workers run this file in other venvs, which may lack what scones imports.
+    from scones.report import percentile
+
+    print(f"SUMMARY (median, nearest rank, of {args.rounds}; seconds scaled to one {RECIPE_EPOCHS}-epoch training)")
     summary = []
     for name in builds:
         for autoaugment in (True, False):
             mine = [r for r in runs if r["build"] == name and r["autoaugment"] == autoaugment]
-            ips = statistics.median(r["images_per_s"] for r in mine)
+            ips = percentile((r["images_per_s"] for r in mine), 50)
             row = {"build": name, "torch": mine[0]["torch"], "autoaugment": autoaugment, "images_per_s": ips}
             row["recipe_seconds"] = RECIPE_EPOCHS * mine[0]["n_images"] / ips
-            row["warmup_seconds"] = statistics.median(r["warmup_seconds"] for r in mine)
+            row["warmup_seconds"] = percentile((r["warmup_seconds"] for r in mine), 50)
             summary.append(row)
             print(
                 f"  {name:>12} autoaugment={str(autoaugment).lower():5}: {ips:5.0f} img/s, "

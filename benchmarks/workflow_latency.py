@@ -28,18 +28,13 @@ from cloud.deploy import DeployConfig, deploy_stack, make_client, teardown_stack
 from cloud.workflow import ExecutionResult, start_execution, upload_image, wait_for_execution
 from scones.emulator import aws_environment_for, emulator_endpoint
 from scones.model_server import ModelServer
+from scones.report import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "cifar100-bikes" / "train" / "bicycle" / "bike_s_000682.png"
 
 
 HEADER = "conc     n    ok   p50 ms   p99 ms client p50 client p99  exec/s"
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def random_model_dir(width: int) -> Path:

@@ -5,7 +5,9 @@ progress bars: upload to the stack's bucket, start one execution per image, wait
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
 from cloud.deploy import make_client
-from cloud.workflow import ExecutionResult, WorkflowRunError, image_key, start_execution, wait_for_execution
+from cloud.workflow import (
+    TERMINAL_STATUSES,
+    ExecutionResult,
+    WorkflowRunError,
+    image_key,
+    start_execution,
+    wait_for_execution,
+)
 from lambdas.classify_image import invoke_endpoint
 from lambdas.contract import CLASSES, WorkflowError
 
@@ -24,9 +34,19 @@ DEFAULT_CONCURRENCY = 4  # executions in flight at once: enough to exercise conc
 EXECUTION_TIMEOUT_S = 120.0  # per execution: cold starts on busy cores take seconds, a warm run about one
 CLASSIFY_STATE = "Classify Image"  # the state whose output holds the scores (statemachine/)
 LOW_CONFIDENCE = "LowConfidenceError"
+INTERRUPTED_ERROR = "BatchInterruptedError"  # the Error of an execution stopped because its batch was
+POLL_S, MAX_POLL_S = 0.1, 0.5  # how often a running execution is described, at first and at most
+STOP_CONFIRM_S = 5.0  # how long an interrupted batch waits to see its stopped executions ABORTED
+INTERRUPTED_CAUSE = "the batch that started this execution was interrupted (Ctrl-C) or failed"
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class BatchInterruptedError(WorkflowRunError):
+    """The batch was interrupted before (or as) this image's execution started."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,73 @@ def outcome_of(result: ExecutionResult, path: Path, label: str, sfn) -> ImageOut
     )
 
 
+class StartedExecutions:
+    """The executions one batch started, so that an interrupted batch can stop them.
+
+    A worker records its execution under the lock and learns there whether the batch is being stopped; the
+    sweep sets that flag under the same lock. So every execution is either in the sweep's list or stopped by
+    its own worker right after StartExecution returned: none escapes to stay RUNNING.
+    """
+
+    def __init__(self, sfn):
+        self._sfn = sfn
+        self._lock = threading.Lock()
+        self._arns: list[str] = []
+        self._stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def arns(self) -> list[str]:
+        with self._lock:
+            return list(self._arns)
+
+    def record(self, arn: str) -> bool:
+        """Remember `arn`; False (after stopping it) when the batch is already being stopped."""
+        with self._lock:
+            self._arns.append(arn)
+            stopping = self._stopping
+        if stopping:
+            self._stop(arn)
+        return not stopping
+
+    def stop_all(self) -> list[str]:
+        """Stop every recorded execution that is not terminal yet; the ARNs of those it stopped."""
+        with self._lock:
+            self._stopping = True
+            arns = list(self._arns)
+        return [arn for arn in arns if self._stop(arn)]
+
+    def still_running(self, arns: list[str], within_s: float) -> list[str]:
+        """Those of `arns` that do not report a terminal status within `within_s` seconds."""
+        deadline = time.monotonic() + within_s
+        while True:
+            running = [arn for arn in arns if not self._terminal(arn)]
+            if not running or time.monotonic() > deadline:
+                return running
+            arns = running
+            time.sleep(POLL_S)
+
+    def _terminal(self, arn: str) -> bool:
+        try:
+            return self._sfn.describe_execution(executionArn=arn)["status"] in TERMINAL_STATUSES
+        except (BotoCoreError, ClientError):
+            return False
+
+    def _stop(self, arn: str) -> bool:
+        try:
+            if self._sfn.describe_execution(executionArn=arn)["status"] in TERMINAL_STATUSES:
+                return False
+            self._sfn.stop_execution(executionArn=arn, error=INTERRUPTED_ERROR, cause=INTERRUPTED_CAUSE)
+        except (BotoCoreError, ClientError) as e:
+            # It may have ended between the two calls; anything else is reported, and the sweep goes on.
+            logger.warning("could not stop %s: %s", arn, e)
+            return False
+        return True
+
+
 def run_workflow_batch(
     session,
     outputs: dict[str, str],
@@ -120,25 +207,65 @@ def run_workflow_batch(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout_s: float = EXECUTION_TIMEOUT_S,
+    name_prefix: str = "scones",
 ) -> list[ImageOutcome]:
-    """Upload `images` ((path, true class) pairs) and run one execution per image, `concurrency` at a
-    time. Every execution ends terminal: one still running at its deadline is stopped and counted failed."""
+    """Upload `images` ((path, true class) pairs) and run one execution per image (named
+    `<name_prefix>-<uuid>`), `concurrency` at a time. Every execution ends terminal: one still running at
+    its deadline is stopped and counted failed, and on Ctrl-C (or any other exception) every execution
+    this batch started and that is still running is stopped (ABORTED) before the exception goes on."""
     s3 = make_client(session, "s3")
     sfn = make_client(session, "stepfunctions")
     bucket = outputs["ImageBucketName"]
     keys = upload_images(s3, bucket, [path for path, _ in images])
+    started = StartedExecutions(sfn)
 
     def run(item: tuple[Path, str]) -> ImageOutcome:
         path, label = item
+        arn = None
         try:
+            if started.stopping:
+                raise BatchInterruptedError("the batch was interrupted before this image's execution started")
             event = {"s3_bucket": bucket, "s3_key": keys[path]}
-            arn = start_execution(sfn, outputs["StateMachineArn"], event, "scones")
-            result = wait_for_execution(sfn, arn, timeout_s, poll_s=0.1, max_poll_s=0.5)
+            arn = start_execution(sfn, outputs["StateMachineArn"], event, name_prefix)
+            if not started.record(arn):
+                raise BatchInterruptedError(f"the batch was interrupted as {arn} started; stopped it")
+            result = wait_unless_stopping(sfn, arn, timeout_s, started)
         except WorkflowRunError as e:
-            return ImageOutcome(path, label, None, "failed", None, error=type(e).__name__, message=str(e))
+            return ImageOutcome(
+                path, label, None, "failed", None, error=type(e).__name__, message=str(e), execution_arn=arn
+            )
         return outcome_of(result, path, label, sfn)
 
-    return progress_map(run, images, concurrency, "workflow", "execution")
+    try:
+        return progress_map(run, images, concurrency, "workflow", "execution")
+    except BaseException:
+        stopped = started.stop_all()
+        if stopped:
+            print(f"stopped {len(stopped)} running executions of this batch", file=sys.stderr, flush=True)
+            lagging = started.still_running(stopped, STOP_CONFIRM_S)
+            if lagging:
+                # LocalStack keeps a stopped execution RUNNING until its Lambda task returns (AWS does not).
+                print(
+                    f"{len(lagging)} of them still report RUNNING: their task is in flight, and they end ABORTED "
+                    "when it returns",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        raise
+
+
+def wait_unless_stopping(sfn, arn: str, timeout_s: float, started: StartedExecutions) -> ExecutionResult:
+    """cloud.workflow.wait_for_execution, giving up as soon as the batch is being stopped (then the sweep
+    stops the execution), so an interrupted batch does not wait for its executions to end."""
+    deadline = time.monotonic() + timeout_s
+    interval = POLL_S
+    while not started.stopping:
+        if sfn.describe_execution(executionArn=arn)["status"] in TERMINAL_STATUSES or time.monotonic() > deadline:
+            # Terminal: read its result; past the deadline: stop it and raise ExecutionTimeoutError.
+            return wait_for_execution(sfn, arn, max(0.0, deadline - time.monotonic()))
+        time.sleep(interval)
+        interval = min(interval * 1.5, MAX_POLL_S)
+    raise BatchInterruptedError(f"the batch was interrupted while {arn} ran; stopped it")
 
 
 def run_endpoint_batch(

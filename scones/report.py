@@ -8,6 +8,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from lambdas.contract import CLASSES
@@ -19,11 +20,16 @@ HISTOGRAM_BINS = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))  # top-class
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of `values`, None when there are none."""
+    """Nearest-rank percentile: the smallest value with at least q% of the values at or below it (q in
+    0..100; q=0 gives the minimum, q=100 the maximum). Always one of the values, never interpolated. None
+    when there are no values. The one definition every report and benchmark of this project uses."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is not between 0 and 100")
     ordered = sorted(values)
     if not ordered:
         return None
-    rank = math.ceil(q / 100 * len(ordered))
+    # Exact arithmetic on q as written: in floats 7 / 100 * 100 is 7.000000000000001, whose ceiling is 8.
+    rank = math.ceil(Fraction(str(q)) * len(ordered) / 100)
     return ordered[min(len(ordered), max(1, rank)) - 1]
 
 

@@ -75,6 +75,8 @@ def model_dir(tmp_path_factory, data_dir) -> Path:
 class RunningModelServer:
     url: str  # where the tests reach it
     lambda_url: str  # where the Lambdas reach it
+    log_path: Path | None = None  # its access log; None when the server is external (not readable from here)
+    capture_destination: str | None = None  # the folder it captures into; None when external
 
 
 @pytest.fixture(scope="package")
@@ -83,8 +85,10 @@ def model_server(request, tmp_path_factory) -> RunningModelServer:
         yield RunningModelServer(external, os.environ.get(LAMBDA_MODEL_URL_VAR) or external)
         return
     model_dir = request.getfixturevalue("model_dir")
-    with ModelServer(model_dir, log_path=tmp_path_factory.mktemp("model-server") / "server.log") as server:
-        yield RunningModelServer(server.url, server.url)
+    files = tmp_path_factory.mktemp("model-server")
+    captures = str(files / "captures")
+    with ModelServer(model_dir, log_path=files / "server.log", capture_destination=captures) as server:
+        yield RunningModelServer(server.url, server.url, server.log_path, captures)
 
 
 @pytest.fixture(scope="package")

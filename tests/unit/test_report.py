@@ -16,10 +16,57 @@ def outcome(label: str, scores: list[float] | None, what: str, seconds: float | 
 
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
-    [([], 50, None), ([3.0], 99, 3.0), ([1, 2, 3, 4], 50, 2), ([1, 2, 3, 4], 99, 4), (list(range(1, 101)), 99, 99)],
+    [
+        ([], 50, None),  # nothing measured: no number rather than a made-up one
+        ([3.0], 0, 3.0),
+        ([3.0], 99, 3.0),
+        ([1, 2, 3, 4], 50, 2),  # the lower middle value, not the mean of the two (2.5)
+        ([1, 2, 3, 4], 51, 3),
+        ([1, 2, 3, 4], 99, 4),
+        ([4, 1, 3, 2], 75, 3),  # order of the input does not matter
+        ([1, 2, 3, 4], 0, 1),  # q=0: the minimum
+        ([1, 2, 3, 4], 100, 4),  # q=100: the maximum
+        (list(range(1, 101)), 99, 99),  # the 99th of 100, not the maximum
+        (list(range(1, 101)), 7, 7),  # 7 / 100 * 100 is 7.000000000000001 in floats: still rank 7
+        (list(range(1, 1001)), 99.9, 999),
+        (list(range(1, 11)), 90, 9),
+        (list(range(1, 11)), 91, 10),
+        ([5, 5, 5, 1], 50, 5),  # ties
+        ((x for x in [2.5, 0.5]), 50, 0.5),  # any iterable
+    ],
 )
 def test_percentile_is_nearest_rank(values, q, expected):
     assert percentile(values, q) == expected
+
+
+def test_percentile_is_always_one_of_the_values():
+    values = [0.183, 0.191, 0.204, 1.608, 0.188]
+    assert all(percentile(values, q) in values for q in range(101))
+
+
+@pytest.mark.parametrize("q", [-1, 100.5, 150])
+def test_percentile_outside_0_to_100_is_refused(q):
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        percentile([1, 2], q)
+
+
+def test_benchmarks_use_the_one_percentile_definition():
+    """No second definition: the benchmarks import scones.report.percentile and nothing else computes one."""
+    root = Path(__file__).resolve().parents[2]
+    sources = {p: p.read_text() for d in ("benchmarks", "scones") for p in (root / d).glob("*.py")}
+    others = (
+        "def percentile(",
+        "np.percentile",
+        "np.quantile",
+        "np.median",
+        "statistics.quantiles",
+        "statistics.median",
+    )
+
+    offending = [f"{p.name}: {o}" for p, text in sources.items() for o in others if o in text]
+    assert offending == ["report.py: def percentile("]
+    for name in ("workflow_latency.py", "serve_latency.py", "emulators.py", "load_ledger.py", "torch_builds.py"):
+        assert "from scones.report import percentile\n" in sources[root / "benchmarks" / name], name
 
 
 def test_summary_counts_every_image_once_and_keeps_failures_out_of_latency():
