@@ -18,7 +18,16 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud.deploy import DEFAULT_STACK_NAME, make_client, stack_outputs
-from lambdas.contract import CLASSES, ImageEvent, WorkflowError, image_content_type
+from lambdas.contract import (
+    CLASSES,
+    MAX_EVENT_BYTES,
+    MAX_EVENT_DEPTH,
+    ImageEvent,
+    InvalidEventError,
+    WorkflowError,
+    image_content_type,
+    json_depth,
+)
 
 # Error names under which an emulator reports a Lambda failure when it drops the exception's
 # name (ministack: Runtime.HandlerError, see cloud/EMULATORS.md). AWS reports the name itself.
@@ -108,8 +117,23 @@ def upload_image(s3, bucket: str, image: bytes, key: str | None = None) -> str:
 
 
 def start_execution(sfn, state_machine_arn: str, event: dict, name_prefix: str = "run") -> str:
+    """Start one execution with `event` as its input. An input the workflow would refuse for its shape
+    (nested deeper than MAX_EVENT_DEPTH, larger than MAX_EVENT_BYTES) is refused here, before
+    StartExecution, with InvalidEventError: an emulator can choke on such input (ministack leaves a
+    10,000-deep one RUNNING for ever, cloud/EMULATORS.md), and on AWS it would only fail later."""
+    if (depth := json_depth(event)) > MAX_EVENT_DEPTH:
+        raise InvalidEventError(
+            f"the input nests {depth}+ levels deep, more than the workflow's limit of {MAX_EVENT_DEPTH}: "
+            "send a flat object with s3_bucket and s3_key"
+        )
+    body = json.dumps(event)
+    if len(body.encode()) > MAX_EVENT_BYTES:
+        raise InvalidEventError(
+            f"the input is {len(body.encode())} bytes, more than the workflow's limit of {MAX_EVENT_BYTES}: "
+            "upload the image to the bucket and send its s3_bucket and s3_key instead of its bytes"
+        )
     name = f"{name_prefix}-{uuid.uuid4().hex}"[:80]
-    response = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(event))
+    response = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=body)
     return response["executionArn"]
 
 
