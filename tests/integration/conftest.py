@@ -63,6 +63,16 @@ def aws_endpoint() -> str:
         yield url
 
 
+@pytest.fixture
+def sfn(aws_endpoint):
+    return boto3.client("stepfunctions")
+
+
+@pytest.fixture
+def s3(aws_endpoint):
+    return boto3.client("s3")
+
+
 @pytest.fixture(scope="package")
 def model_dir(tmp_path_factory, data_dir) -> Path:
     model_dir = tmp_path_factory.mktemp("model")

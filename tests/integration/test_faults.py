@@ -49,16 +49,6 @@ HOST_ONLY = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def sfn(aws_endpoint):
-    return boto3.client("stepfunctions")
-
-
-@pytest.fixture
-def s3(aws_endpoint):
-    return boto3.client("s3")
-
-
 def running(sfn, outputs: dict) -> list[str]:
     executions = sfn.list_executions(stateMachineArn=outputs["StateMachineArn"], statusFilter="RUNNING")
     return [e["name"] for e in executions["executions"]]

@@ -23,16 +23,6 @@ pytestmark = pytest.mark.integration
 EXECUTION_TIMEOUT_S = 120.0  # generous: cold starts on two shared cores; a normal run takes about a second
 
 
-@pytest.fixture
-def sfn(stack):
-    return boto3.client("stepfunctions")
-
-
-@pytest.fixture
-def s3(stack):
-    return boto3.client("s3")
-
-
 @pytest.fixture(autouse=True)
 def nothing_left_running(request):
     """After each test, no execution of the workflow may still be running."""

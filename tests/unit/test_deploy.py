@@ -378,17 +378,22 @@ def test_a_failed_deployment_reports_the_resources_reasons(cfn):
 # --- The whole template, SageMaker included, on moto -------------------------------------------
 
 
-def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(tmp_path):
+def sagemaker_deploy_config(tmp_path, stack_name: str, **options) -> deploy.DeployConfig:
+    """A deploy with the SageMaker endpoint on, from a stand-in model.tar.gz."""
     model = tmp_path / "model.tar.gz"
     model.write_bytes(b"model bytes")
-    config = deploy.DeployConfig(
-        stack_name="scones-moto",
+    return deploy.DeployConfig(
+        stack_name=stack_name,
         create_model_endpoint=True,
         model_image_repository="scones-model",
         model_image_tag="v1",
         model_data_path=model,
-        data_capture_sampling_percentage=20,
+        **options,
     )
+
+
+def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(tmp_path):
+    config = sagemaker_deploy_config(tmp_path, "scones-moto", data_capture_sampling_percentage=20)
     with mock_aws():
         deploy.deploy_stack(config, allow_aws=True, timeout_s=60, progress=lambda _: None)
         cfn, sagemaker, s3 = (boto3.client(name) for name in ("cloudformation", "sagemaker", "s3"))
@@ -429,15 +434,7 @@ def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(t
 
 
 def test_teardown_deletes_the_capture_writing_endpoint_before_emptying_the_buckets(tmp_path):
-    model = tmp_path / "model.tar.gz"
-    model.write_bytes(b"model bytes")
-    config = deploy.DeployConfig(
-        stack_name="scones-order",
-        create_model_endpoint=True,
-        model_image_repository="scones-model",
-        model_image_tag="v1",
-        model_data_path=model,
-    )
+    config = sagemaker_deploy_config(tmp_path, "scones-order")
     with mock_aws():
         deploy.deploy_stack(config, allow_aws=True, timeout_s=60, progress=lambda _: None)
         cfn, sagemaker, s3 = (boto3.client(name) for name in ("cloudformation", "sagemaker", "s3"))
