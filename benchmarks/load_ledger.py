@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 session,
                 outputs,
                 images,
-                ModelServerFiles(ENDPOINT_NAME, server.log_path, str(captures)),
+                ModelServerFiles(ENDPOINT_NAME, server.log_path, str(captures), url=server.url),
                 concurrency=args.concurrency,
                 timeout_s=args.timeout,
             )

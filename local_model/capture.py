@@ -203,6 +203,7 @@ class CaptureWriter:
         self._clock = clock
         self._pending: deque[_PendingCapture] = deque()
         self._pending_bytes = 0
+        self._in_flight = 0  # records taken by a flush and not yet written (or dropped)
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -244,7 +245,7 @@ class CaptureWriter:
         with self._lock:
             return {
                 "destination": self.destination.uri,
-                "records_buffered": len(self._pending),
+                "records_buffered": len(self._pending) + self._in_flight,  # not yet written nor dropped
                 "records_written": self.records_written,
                 "records_dropped": self.records_dropped,
                 "write_failures": self.write_failures,
@@ -308,14 +309,19 @@ class CaptureWriter:
                 batch = list(self._pending)
                 self._pending.clear()
                 self._pending_bytes = 0
+                self._in_flight = len(batch)
             if not batch:
                 return 0
             groups: dict[tuple[str, str], list[_PendingCapture]] = {}
             for item in batch:
                 groups.setdefault((item.endpoint_name, f"{item.when.astimezone(UTC):%Y%m%d%H}"), []).append(item)
             written = 0
-            for items in groups.values():
-                written += self._write_group(items)
+            try:
+                for items in groups.values():
+                    written += self._write_group(items)
+            finally:
+                with self._lock:
+                    self._in_flight = 0
             return written
 
     def _write_group(self, items: list[_PendingCapture]) -> int:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +40,7 @@ class ModelServerFiles:
     log_path: Path | None = None
     capture_destination: str | None = None
     unreadable_reason: str | None = None
+    url: str | None = None  # the server itself: its /ping says when earlier captures are all written
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,18 @@ def count_invocations(log_path: Path, endpoint_name: str, offset: int = 0) -> Ac
 
 def new_captures(destination: str, endpoint_name: str, seen: set[str]) -> list[CapturedInference]:
     return [r for r in read_captured_inferences(destination, endpoint_name) if r.event_id not in seen]
+
+
+def wait_for_settled_captures(url: str, timeout_s: float = CAPTURE_TIMEOUT_S) -> None:
+    """Wait until the server at `url` holds no capture record that is not yet written (its /ping counts
+    them), so that records of requests made before a batch are not read as the batch's."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+            capture = json.loads(response.read() or b"{}").get("capture") or {}
+        if capture.get("records_buffered", 0) == 0 or time.monotonic() > deadline:
+            return
+        time.sleep(CAPTURE_POLL_S)
 
 
 def wait_for_captures(
@@ -275,6 +290,8 @@ def run_ledgered_batch(
     prefix = f"ledger-{uuid.uuid4().hex[:8]}"
     log_start = log_offset(server.log_path)
     destination, endpoint = server.capture_destination, server.endpoint_name
+    if destination and server.url:
+        wait_for_settled_captures(server.url)
     seen = {r.event_id for r in read_captured_inferences(destination, endpoint)} if destination else set()
     started = time.perf_counter()
     outcomes = run_workflow_batch(

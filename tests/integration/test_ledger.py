@@ -46,6 +46,7 @@ def ledger(stack, model_server, data_dir) -> Ledger:
         model_server.log_path,
         model_server.capture_destination,
         unreadable_reason=None if readable else EXTERNAL_REASON,
+        url=model_server.url,
     )
     ledger, _ = run_ledgered_batch(
         boto3.Session(), stack, images, files, concurrency=CONCURRENCY, timeout_s=EXECUTION_TIMEOUT_S

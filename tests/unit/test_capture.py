@@ -311,3 +311,21 @@ def test_s3_write_failure_is_logged_not_raised(s3, caplog):
 def test_reading_a_missing_bucket_is_a_named_error(s3):
     with pytest.raises(CaptureError, match="s3://no-such-bucket/prefix"):
         list(read_captured_inferences("s3://no-such-bucket/prefix", client=s3))
+
+
+def test_records_being_written_still_count_as_buffered(tmp_path, monkeypatch):
+    """/ping's records_buffered is what is not yet on disk: a batch a flush has taken but not yet written
+    counts, so that whoever waits for 0 (scones/ledger.py) never reads a half-written state."""
+    writer = CaptureWriter(tmp_path / "capture", flush_interval_s=3600)
+    seen_during_write = []
+    write_group = writer._write_group
+
+    def observing(items):
+        seen_during_write.append(writer.stats()["records_buffered"])
+        return write_group(items)
+
+    monkeypatch.setattr(writer, "_write_group", observing)
+    assert all(capture_one(writer, f"image {i}".encode()) for i in range(2))
+    assert writer.flush() == 2
+    assert seen_during_write == [2]
+    assert writer.stats()["records_buffered"] == 0 and writer.records_written == 2

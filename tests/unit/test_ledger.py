@@ -5,7 +5,10 @@ records made here), and the stop sweep of an interrupted batch (botocore Stubber
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -24,6 +27,7 @@ from scones.ledger import (
     format_ledger,
     log_offset,
     wait_for_captures,
+    wait_for_settled_captures,
 )
 
 ENDPOINT = "ep"
@@ -262,3 +266,30 @@ def test_a_failed_stop_is_reported_and_the_sweep_goes_on():
         stub.add_response("stop_execution", {"stopDate": NOW}, {"executionArn": "arn:b", "error": ANY, "cause": ANY})
         assert started.stop_all() == ["arn:b"]
         stub.assert_no_pending_responses()
+
+
+def test_waiting_for_settled_captures_polls_ping_until_nothing_is_buffered():
+    """A real HTTP server answering /ping as the model server does, with 2, then 1, then 0 records left."""
+    answers = iter([2, 1, 0])
+    asked = []
+
+    class Ping(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            body = json.dumps({"status": "healthy", "capture": {"records_buffered": next(answers)}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        wait_for_settled_captures(f"http://127.0.0.1:{server.server_address[1]}", timeout_s=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["/ping"] * 3
