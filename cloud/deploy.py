@@ -220,6 +220,10 @@ class DeployConfig:
     model_data_path: Path | None = None
     endpoint_instance_type: str = "ml.m5.large"
     data_capture_sampling_percentage: int = 100
+    # The endpoint's autoscaling (target tracking on invocations per instance per minute).
+    endpoint_min_instances: int = 1
+    endpoint_max_instances: int = 4
+    endpoint_invocations_per_instance: int = 6000
     # The classifier's reserved concurrency (the template's ClassifyImageReservedConcurrency); 0: none.
     classifier_reserved_concurrency: int = 32
 
@@ -239,6 +243,11 @@ class DeployConfig:
         if self.classifier_reserved_concurrency < 0:
             raise DeployError(
                 f"classifier reserved concurrency {self.classifier_reserved_concurrency} is negative (0 reserves none)"
+            )
+        if not 1 <= self.endpoint_min_instances <= self.endpoint_max_instances:
+            raise DeployError(
+                f"endpoint instances: min {self.endpoint_min_instances} and max {self.endpoint_max_instances} "
+                "must satisfy 1 <= min <= max"
             )
         if self.create_model_endpoint:
             missing = [
@@ -265,6 +274,9 @@ def stack_parameters(config: DeployConfig, bucket: str, keys: dict[str, str]) ->
         "ModelImageTag": config.model_image_tag,
         "EndpointInstanceType": config.endpoint_instance_type,
         "DataCaptureSamplingPercentage": str(config.data_capture_sampling_percentage),
+        "EndpointMinInstances": str(config.endpoint_min_instances),
+        "EndpointMaxInstances": str(config.endpoint_max_instances),
+        "EndpointInvocationsPerInstance": str(config.endpoint_invocations_per_instance),
         "ClassifyImageReservedConcurrency": str(config.classifier_reserved_concurrency),
     }
     values.setdefault("ModelDataKey", "")

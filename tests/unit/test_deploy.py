@@ -148,7 +148,8 @@ def test_sagemaker_resources_exist_only_behind_the_condition():
     conditional = {k for k, r in RESOURCES.items() if r.get("Condition") == "ModelEndpointWanted"}
     sagemaker = {k for k, r in RESOURCES.items() if r["Type"].startswith("AWS::SageMaker::")}
     assert sagemaker == {"Model", "EndpointConfig", "Endpoint"}
-    assert conditional == sagemaker | {"ModelExecutionRole"}
+    autoscaling = {"EndpointScalableTarget", "EndpointScalingPolicy"}  # tests/unit/test_autoscaling.py
+    assert conditional == sagemaker | autoscaling | {"ModelExecutionRole"}
     capture = RESOURCES["EndpointConfig"]["Properties"]["DataCaptureConfig"]
     assert capture["EnableCapture"] is True
 
