@@ -109,10 +109,13 @@ def test_training_writes_the_temperature_and_the_threshold_choice_into_model_jso
     from local_model import train
 
     model_dir = tmp_path / "model"
-    train.train_from_folder(make_folder(tmp_path / "data", per_class=30), model_dir, {**TINY, "val_fraction": "0.2"})
+    train.train_from_folder(
+        make_folder(tmp_path / "data", per_class=30), model_dir, {**TINY, "val_fraction": "0.2", "calibrate": "true"}
+    )
     meta = json.loads((model_dir / META_FILE).read_text())
     chosen = meta["confidence_threshold"]
     assert meta["temperature"] > 0 and chosen["temperature"] == meta["temperature"]
+    assert chosen["nll_calibrated"] <= chosen["nll_uncalibrated"]
     # 12 validation images: fewer than the minimum, so the fallback is recorded with its reason.
     assert chosen["n_images"] == 12 and chosen["value"] is None and chosen["source"] == "fallback"
     assert chosen["target_precision"] == 0.99 and "fewer than" in chosen["reason"]
