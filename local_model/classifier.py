@@ -44,6 +44,12 @@ class ModelMeta:
     mean: list[float] = field(default_factory=lambda: list(CIFAR100_MEAN))
     std: list[float] = field(default_factory=lambda: list(CIFAR100_STD))
     flip_tta: bool = True
+    # Logits are divided by this before the softmax (temperature scaling, fitted on the validation split by
+    # training); a model.json written before it existed has none and means 1.0.
+    temperature: float = 1.0
+    # How training chose the routing threshold (local_model/threshold.py): value (None: no data-chosen
+    # threshold, deploy falls back to the workflow's default), target, precision, coverage, n, source.
+    confidence_threshold: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     hyperparameters: dict = field(default_factory=dict)
     format_version: int = 1
@@ -75,17 +81,24 @@ class Classifier:
         return (x - self._mean) / self._std
 
     @torch.inference_mode()
-    def predict_proba(self, images_uint8: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Class probabilities, shape (N, num_classes), averaged over members and flips."""
+    def logits(self, images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Raw logits of every member and view, shape (members * views, N, num_classes), uncalibrated."""
         x = self.normalize(images_uint8)
         n_views = 2 if self.meta.flip_tta else 1
         # Both flips go through each network as one batch: for a single served image that is ~20%
         # faster than two forward passes (eval-mode BatchNorm makes the results identical).
         views = torch.cat([x, x.flip(3)]) if self.meta.flip_tta else x
-        probs = torch.zeros(x.shape[0], len(self.meta.classes))
-        for net in self.networks:
-            probs += torch.softmax(net(views).float(), dim=1).view(n_views, x.shape[0], -1).sum(0)
-        return (probs / (len(self.networks) * n_views)).numpy()
+        return torch.cat([net(views).float().view(n_views, x.shape[0], -1) for net in self.networks])
+
+    def predict_proba(self, images_uint8: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Class probabilities, shape (N, num_classes): softmax(logits / temperature) averaged over members
+        and flips."""
+        return probabilities(self.logits(images_uint8), self.meta.temperature).numpy()
+
+
+def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(members * views, N, C) logits -> (N, C) probabilities at `temperature`, averaged over the first axis."""
+    return torch.softmax(logits / temperature, dim=-1).mean(0)
 
 
 def save_model_dir(model_dir: Path, networks: list[torch.nn.Module], meta: ModelMeta) -> None:

@@ -31,6 +31,7 @@ from scones.deployment import (
     deploy_to_emulator,
     plan_aws,
     remove_stack,
+    resolve_threshold,
 )
 from scones.errors import (
     EXIT_ENVIRONMENT,
@@ -46,7 +47,14 @@ from scones.errors import (
     describe_error,
 )
 from scones.pipeline import DemoOptions, run_demo
-from scones.report import format_batch_report, format_captures, plot_captures, summarize_batch, summarize_captures
+from scones.report import (
+    format_batch_report,
+    format_captures,
+    plot_batch_precision_coverage,
+    plot_captures,
+    summarize_batch,
+    summarize_captures,
+)
 from scones.session import (
     check_no_session,
     check_ports_free,
@@ -131,7 +139,14 @@ Target = Annotated[
     ),
 ]
 Threshold = Annotated[
-    float, typer.Option(min=0.0, max=1.0, help="minimum top-class probability for an image to be routed")
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="minimum top-class probability for an image to be routed [default: the threshold training chose on "
+        f"its validation split, in model.json; {DEFAULT_CONFIDENCE_THRESHOLD} when it chose none]",
+        show_default=False,
+    ),
 ]
 EmulatorPort = Annotated[
     int | None,
@@ -215,7 +230,7 @@ def demo(
         bool, typer.Option("--keep-running", help="leave everything running after the report, until Ctrl-C (as `up`)")
     ] = False,
     stack_name: NewStackName = DEFAULT_STACK_NAME,
-    threshold: Threshold = DEFAULT_CONFIDENCE_THRESHOLD,
+    threshold: Threshold = None,
     emulator_port: EmulatorPort = None,
     model_port: ModelPort = None,
     timeout: Timeout = EXECUTION_TIMEOUT_S,
@@ -314,7 +329,7 @@ def deploy(
     workdir: Workdir = DEFAULT_WORKDIR,
     stack_name: StackName = None,
     endpoint_name: Annotated[str, typer.Option(help="SageMaker endpoint name")] = DEFAULT_ENDPOINT_NAME,
-    threshold: Threshold = DEFAULT_CONFIDENCE_THRESHOLD,
+    threshold: Threshold = None,
     model_port: ModelPort = None,
     model_url: Annotated[
         str | None,
@@ -428,7 +443,7 @@ def indent(function, prefix: str = "  "):
 def up(
     workdir: Workdir = DEFAULT_WORKDIR,
     stack_name: NewStackName = DEFAULT_STACK_NAME,
-    threshold: Threshold = DEFAULT_CONFIDENCE_THRESHOLD,
+    threshold: Threshold = None,
     emulator_port: EmulatorPort = None,
     model_port: ModelPort = None,
 ) -> None:
@@ -555,7 +570,8 @@ def evaluate(
     confusion matrix, latency p50/p99, routed vs rejected as low confidence."""
     staged = steps.stage_data(workdir, data_dir) if data_dir else steps.require_staged(workdir)
     if via is Via.model:
-        report = steps.evaluate_model(workdir, staged)
+        chosen = resolve_threshold(None, steps.model_paths(workdir).model_dir)
+        report = steps.evaluate_model(workdir, staged, chosen, Path(workdir) / "reports" / "precision-coverage.png")
         say(json.dumps(report) if as_json else steps.format_evaluation(report))
         return
     images = staged.test_images()[:limit] if limit else staged.test_images()
@@ -577,8 +593,15 @@ def evaluate(
                 runtime = make_client(connection.session, "sagemaker-runtime")
             outcomes = run_endpoint_batch(runtime, outputs["ModelEndpointName"], images, threshold, concurrency)
     report = summarize_batch(outcomes, threshold, via.value)
+    report.threshold_source = "the deployed stack's ConfidenceThreshold output"
     what = "held-out images" if staged.test_is_holdout else "test images"
+    curve = plot_batch_precision_coverage(
+        outcomes, threshold, Path(workdir) / "reports" / "precision-coverage.png", f"evaluate via {via.value}, {what}"
+    )
+    report.extra["precision_coverage_plot"] = str(curve) if curve else None
     say(json.dumps(report.to_dict()) if as_json else format_batch_report(report, what))
+    if curve and not as_json:
+        say(f"  curve         {curve} (routed precision against coverage, the threshold marked)")
     if report.failed:
         raise typer.Exit(EXIT_FAILED)
 

@@ -6,6 +6,7 @@ deploys the same template with the SageMaker endpoint, refusing artifacts that d
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from cloud.deploy import DEFAULT_ENDPOINT_NAME, DeployConfig, deploy_stack, tear
 from cloud.manifest import MANIFEST_NAME
 from cloud.promote import PromotionConfig, format_plan, plan_promotion, promote, promotion_session, teardown_promotion
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
+from local_model.classifier import META_FILE
+from scones.errors import StepFailedError
 from scones.model_server import ModelServer, find_free_port
 from scones.steps import ModelPaths, model_paths
 from scones.target import Connection
@@ -27,7 +30,7 @@ AWS_DEPLOY_TIMEOUT_S = 3600.0
 class DeployOptions:
     stack_name: str
     endpoint_name: str = DEFAULT_ENDPOINT_NAME
-    threshold: float = DEFAULT_CONFIDENCE_THRESHOLD
+    threshold: float | None = None  # None: the one training chose (model.json), else the default
     model_port: int | None = None  # None: a free port
     model_url: str | None = None  # an existing model server (docker compose: http://model:8080); none started
     # --target aws (cloud/promote.py): the local serving image pushed to ECR, the endpoint's instance type
@@ -37,12 +40,50 @@ class DeployOptions:
     allow_untested: bool = False  # promote artifacts that differ from the ones deployed to the emulator
 
 
+class ModelThresholdError(StepFailedError):
+    """model.json is unreadable or its confidence threshold is not a probability."""
+
+
+@dataclass(frozen=True)
+class ChosenThreshold:
+    value: float
+    source: str  # where it came from, for the deploy progress and the report
+
+
 @dataclass
 class Deployment:
     outputs: dict[str, str]
     model_server: ModelServer | None  # started here (off AWS, without model_url); the caller stops it
     model_server_url: str | None
     capture_destination: str | None
+    threshold: ChosenThreshold | None = None
+
+
+def resolve_threshold(override: float | None, model_dir: Path | None) -> ChosenThreshold:
+    """The stack's confidence threshold: `override` (--threshold) when given, else the one training chose on
+    its validation split (model.json), else DEFAULT_CONFIDENCE_THRESHOLD, saying why."""
+    if override is not None:
+        return ChosenThreshold(float(override), "--threshold")
+    meta_path = Path(model_dir) / META_FILE if model_dir is not None else None
+    if meta_path is None or not meta_path.is_file():
+        return ChosenThreshold(DEFAULT_CONFIDENCE_THRESHOLD, f"default: no {META_FILE} at {meta_path}")
+    try:
+        chosen = json.loads(meta_path.read_text()).get("confidence_threshold") or {}
+    except (OSError, ValueError, AttributeError) as e:
+        raise ModelThresholdError(f"{meta_path} is not a readable model description: {e}") from e
+    if not chosen:
+        return ChosenThreshold(DEFAULT_CONFIDENCE_THRESHOLD, f"default: {meta_path} has no chosen threshold")
+    value = chosen.get("value")
+    if value is None:
+        reason = chosen.get("reason", "training chose none")
+        return ChosenThreshold(DEFAULT_CONFIDENCE_THRESHOLD, f"fallback default: {reason}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ModelThresholdError(f"{meta_path}: confidence_threshold.value {value!r} is not a probability in [0, 1]")
+    source = (
+        f"{META_FILE}: routed precision {chosen['precision']:.3f} at coverage {chosen['coverage']:.0%} on "
+        f"{chosen['n_images']} validation images (target {chosen['target_precision']})"
+    )
+    return ChosenThreshold(float(value), source)
 
 
 def manifest_path(workdir: Path) -> Path:
@@ -66,11 +107,13 @@ def deploy_to_emulator(
     running; if it cannot start, nothing is left running (the stack stays, for `teardown`)."""
     url = options.model_url or f"http://127.0.0.1:{options.model_port or find_free_port()}"
     has_tarball = model is not None and model.tarball.is_file()
+    threshold = resolve_threshold(options.threshold, model.model_dir if model is not None else None)
+    progress(f"confidence threshold {threshold.value} ({threshold.source})")
     config = DeployConfig(
         stack_name=options.stack_name,
         model_endpoint_name=options.endpoint_name,
         model_endpoint_url=url,
-        confidence_threshold=options.threshold,
+        confidence_threshold=threshold.value,
         model_data_path=model.tarball if has_tarball else None,  # recorded in the manifest, not uploaded
     )
     outputs = deploy_stack(
@@ -81,7 +124,7 @@ def deploy_to_emulator(
         manifest_path=manifest_path(workdir),
     )
     if options.model_url:
-        return Deployment(outputs, None, url, None)
+        return Deployment(outputs, None, url, None, threshold)
     destination = capture_destination(outputs)
     server = ModelServer(
         model.model_dir,
@@ -92,10 +135,11 @@ def deploy_to_emulator(
     )
     progress(f"starting the model server on {url} (log {server.log_path}); captures go to {destination}")
     server.start()
-    return Deployment(outputs, server, url, destination)
+    return Deployment(outputs, server, url, destination, threshold)
 
 
 def promotion_config(options: DeployOptions, workdir: Path) -> PromotionConfig:
+    threshold = resolve_threshold(options.threshold, model_paths(workdir).model_dir)
     return PromotionConfig(
         stack_name=options.stack_name,
         model_data_path=model_paths(workdir).tarball,
@@ -103,7 +147,7 @@ def promotion_config(options: DeployOptions, workdir: Path) -> PromotionConfig:
         repository=options.repository,
         endpoint_name=options.endpoint_name,
         instance_type=options.instance_type,
-        confidence_threshold=options.threshold,
+        confidence_threshold=threshold.value,
         manifest_path=manifest_path(workdir),
     )
 
@@ -120,6 +164,8 @@ def deploy_to_aws(
 ) -> Deployment:
     """Promote (cloud/promote.py): the serving image to ECR, the same model.tar.gz, the same template with
     the SageMaker endpoint, refused unless these are the artifacts deployed to the emulator."""
+    threshold = resolve_threshold(options.threshold, model_paths(workdir).model_dir)
+    progress(f"confidence threshold {threshold.value} ({threshold.source})")
     result = promote(
         promotion_config(options, workdir),
         session=connection.session,
@@ -128,7 +174,7 @@ def deploy_to_aws(
         timeout_s=AWS_DEPLOY_TIMEOUT_S,
         progress=progress,
     )
-    return Deployment(result.outputs, None, None, capture_destination(result.outputs))
+    return Deployment(result.outputs, None, None, capture_destination(result.outputs), threshold)
 
 
 def remove_stack(

@@ -15,7 +15,13 @@ from local_model.capture import CaptureError, read_captured_inferences
 from scones import steps
 from scones.batch import DEFAULT_CONCURRENCY, EXECUTION_TIMEOUT_S, ImageOutcome, run_workflow_batch
 from scones.deployment import DeployOptions
-from scones.report import BatchReport, format_batch_report, plot_captures, summarize_batch
+from scones.report import (
+    BatchReport,
+    format_batch_report,
+    plot_batch_precision_coverage,
+    plot_captures,
+    summarize_batch,
+)
 from scones.report import summarize_captures as summarize_capture_records
 from scones.session import export_lines, local_environment, wait_until_interrupted
 from scones.target import TargetKind, connect
@@ -98,15 +104,23 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
                 concurrency=options.concurrency,
                 timeout_s=options.timeout_s,
             )
-            report = summarize_batch(outcomes, options.deploy.threshold, "workflow")
+            # The threshold the stack's filter applied, as deployed: model.json's unless --threshold overrode it.
+            report = summarize_batch(outcomes, float(outputs["ConfidenceThreshold"]), "workflow")
+            report.threshold_source = env.deployment.threshold.source
             report.extra = {"model_sha256": model.sha256, "train_metrics": model.metrics, "data": described}
 
             plot_path = capture_report(report, outcomes, env.deployment.capture_destination, workdir)
             say(f"[6/{total}] captures: " + describe_captures(report, plot_path))
+            what = "held-out images" if staged.test_is_holdout else "test images"
+            curve_path = plot_batch_precision_coverage(
+                outcomes, report.threshold, reports_dir(workdir) / "precision-coverage.png", f"demo, {what}"
+            )
+            report.extra["precision_coverage_plot"] = str(curve_path) if curve_path else None
             report_path = write_report(workdir, report)
 
-            what = "held-out images" if staged.test_is_holdout else "test images"
             say(f"[7/{total}] " + format_batch_report(report, what))
+            if curve_path:
+                say(f"  curve         {curve_path} (routed precision against coverage, the threshold marked)")
             if options.quick and report.rejected > report.routed:
                 say("  note          a --quick model is rarely confident: the full recipe (no --quick) routes far more")
             say(f"  saved         {report_path}")

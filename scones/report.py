@@ -1,5 +1,6 @@
-"""Reports: what the workflow (or the endpoint) did with a batch of test images, and what the model server
-captured (counts, class distribution, confidence histogram as text and as a PNG drawn with matplotlib)."""
+"""Reports: what the workflow (or the endpoint) did with a batch of test images (with routed precision and
+coverage at the threshold, and the precision/coverage curve as a PNG), and what the model server captured
+(counts, class distribution, confidence histogram as text and as a PNG drawn with matplotlib)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from lambdas.contract import CLASSES
 from local_model.capture import CapturedInference
+from local_model.threshold import precision_coverage_curve, routed_precision_coverage
 from scones.batch import ImageOutcome
 
 OUTCOMES = ("routed", "rejected", "failed")
@@ -45,11 +47,14 @@ class BatchReport:
     failed: int
     errors: dict[str, int]  # failed images by error name
     accuracy: float | None  # top-class accuracy over every image the endpoint scored, rejected ones included
-    routed_accuracy: float | None  # share of routed images routed as their true class
+    routed_accuracy: float | None  # share of routed images routed as their true class (= routed_precision)
     # rows: true class; columns: routed as each class, then "rejected", then "failed"
     confusion: dict[str, dict[str, int]]
     latency_p50_s: float | None
     latency_p99_s: float | None
+    coverage: float | None = None  # share of all images routed (failed ones count as not routed)
+    routed_precision: float | None = None  # share of routed images sent to their true class
+    threshold_source: str | None = None  # where the stack's threshold came from (model.json, --threshold, ...)
     captured: int | None = None  # capture records found after the run
     capture_destination: str | None = None
     extra: dict = field(default_factory=dict)
@@ -78,6 +83,8 @@ def summarize_batch(outcomes: list[ImageOutcome], threshold: float, via: str) ->
         errors=dict(Counter(o.error for o in outcomes if o.outcome == "failed")),
         accuracy=sum(o.predicted == o.label for o in scored) / len(scored) if scored else None,
         routed_accuracy=sum(o.predicted == o.label for o in routed) / len(routed) if routed else None,
+        coverage=len(routed) / len(outcomes) if outcomes else None,
+        routed_precision=sum(o.predicted == o.label for o in routed) / len(routed) if routed else None,
         confusion=confusion,
         latency_p50_s=percentile(latencies, 50),
         latency_p99_s=percentile(latencies, 99),
@@ -99,6 +106,12 @@ def format_batch_report(report: BatchReport, what: str) -> str:
     lines = [f"Report: {n} {what} through {through}"]
     outcome = f"{_share(report.routed, n)} routed, {_share(report.rejected, n)} rejected as low confidence"
     lines.append(f"  outcomes      {outcome} (threshold {report.threshold}), {report.failed} failed")
+    if report.threshold_source:
+        lines.append(f"  threshold     {report.threshold} from {report.threshold_source}")
+    lines.append(
+        f"  at threshold  coverage {_number(report.coverage, '.3f')} (share routed), routed precision "
+        f"{_number(report.routed_precision, '.3f')}; top-class accuracy {_number(report.accuracy, '.3f')}"
+    )
     for name, count in sorted(report.errors.items()):
         lines.append(f"                  {count} x {name}")
     scored = sum(sum(row[c] for c in (*CLASSES, "rejected")) for row in report.confusion.values())
@@ -120,6 +133,59 @@ def format_batch_report(report: BatchReport, what: str) -> str:
     if report.captured is not None:
         lines.append(f"  captured      {report.captured} inference records in {report.capture_destination}")
     return "\n".join(lines)
+
+
+# --- Precision / coverage -------------------------------------------------------------------------
+
+
+def scored_outcomes(outcomes: list[ImageOutcome]) -> tuple[list[float], list[bool]]:
+    """(top-class probability, top class is the true one) of every image the endpoint scored."""
+    scored = [o for o in outcomes if o.scores]
+    return [max(o.scores) for o in scored], [o.predicted == o.label for o in scored]
+
+
+def plot_batch_precision_coverage(
+    outcomes: list[ImageOutcome], threshold: float, path: Path, title: str
+) -> Path | None:
+    """The precision/coverage PNG of a batch's scored images; None (nothing drawn) when none was scored."""
+    scores, correct = scored_outcomes(outcomes)
+    return plot_precision_coverage(scores, correct, threshold, path, title) if scores else None
+
+
+def plot_precision_coverage(scores: list[float], correct: list[bool], threshold: float, path: Path, title: str) -> Path:
+    """Routed precision against coverage over every threshold, and both against the threshold, with
+    `threshold` marked, as a PNG. Coverage here is of the scored images."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    curve = [(t, p, c) for t, p, c in precision_coverage_curve(scores, correct) if p is not None]
+    if not curve:
+        raise ValueError("no scored images: nothing to draw a precision/coverage curve from")
+    thresholds, precisions, coverages = (list(column) for column in zip(*curve, strict=True))
+    precision, coverage = routed_precision_coverage(scores, correct, threshold)
+    figure, (curve_axis, threshold_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    try:
+        curve_axis.step(coverages, precisions, where="post", color="#4c72b0")
+        label = f"threshold {threshold}: precision {_number(precision, '.3f')}, coverage {coverage:.3f}"
+        curve_axis.plot([coverage], [precision if precision is not None else 0.0], "o", color="#c44e52", label=label)
+        curve_axis.set_xlabel("coverage (share routed)")
+        curve_axis.set_ylabel("routed precision")
+        curve_axis.set_xlim(0, 1.02)
+        curve_axis.legend(loc="lower left", fontsize=8)
+        threshold_axis.step(thresholds, precisions, where="post", label="routed precision", color="#4c72b0")
+        threshold_axis.step(thresholds, coverages, where="post", label="coverage", color="#55a868")
+        threshold_axis.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold}")
+        threshold_axis.set_xlabel("threshold (top-class probability)")
+        threshold_axis.legend(loc="lower left", fontsize=8)
+        figure.suptitle(f"{title}: {len(scores)} scored images", fontsize=9)
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+    finally:
+        plt.close(figure)
+    return path
 
 
 # --- Captured inferences ---------------------------------------------------------------------------

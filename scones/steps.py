@@ -254,12 +254,23 @@ def require_model(workdir: Path) -> ModelPaths:
     return paths
 
 
-def evaluate_model(workdir: Path, staged: StagedData) -> dict:
-    """Accuracy and confusion matrix of the trained model (in-process) on the staged test images."""
+def evaluate_model(workdir: Path, staged: StagedData, threshold, plot_path: Path | None = None) -> dict:
+    """Accuracy, confusion matrix, and coverage and routed precision at `threshold` (a ChosenThreshold) of the
+    trained model (in-process) on the staged test images; with `plot_path`, the precision/coverage PNG."""
+    from scones.report import plot_precision_coverage
+
     paths = require_model(workdir)
     model = classifier.load_model_dir(paths.model_dir)
-    report = training.evaluate(model, data.load_image_folder(staged.test_dir))
+    images = data.load_image_folder(staged.test_dir)
+    report = training.evaluate(model, images, threshold=threshold.value)
+    report["threshold_source"] = threshold.source
     report["test_is_holdout"] = staged.test_is_holdout
+    if plot_path is not None and len(images):
+        probs = model.predict_proba(images.images)
+        correct = (probs.argmax(1) == images.labels).tolist()
+        report["precision_coverage_plot"] = str(
+            plot_precision_coverage(probs.max(1).tolist(), correct, threshold.value, Path(plot_path), "the model")
+        )
     return report
 
 
@@ -268,6 +279,15 @@ def format_evaluation(report: dict) -> str:
     names = classifier.CLASSES
     what = "held-out training images" if report.get("test_is_holdout") else "test images"
     lines = [f"accuracy {report['accuracy']:.3f} on {report['n_images']} {what}"]
+    if "threshold" in report:
+        precision = report["routed_accuracy"]
+        lines.append(
+            f"at threshold {report['threshold']} ({report['threshold_source']}): coverage "
+            f"{report['routed_fraction']:.3f} (share routed), routed precision "
+            + ("n/a" if precision is None else f"{precision:.3f}")
+        )
+    if report.get("precision_coverage_plot"):
+        lines.append(f"precision/coverage curve: {report['precision_coverage_plot']}")
     lines.append("confusion matrix (rows: true class, columns: predicted):")
     lines.append(" " * 12 + "".join(f"{n:>12}" for n in names))
     for name, row in zip(names, cm, strict=True):

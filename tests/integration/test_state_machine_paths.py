@@ -26,7 +26,7 @@ from lambdas.filter_low_confidence import check_confidence
 pytestmark = pytest.mark.integration
 
 EVENTS = deploy.ROOT / "tests" / "events"
-THRESHOLD = 0.93
+THRESHOLD = contract.DEFAULT_CONFIDENCE_THRESHOLD
 
 # The states in the order the workflow runs them, and the designed Retry rules (the ASL is the
 # implementation; these numbers are the design the tests hold it to).

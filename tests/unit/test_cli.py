@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lambdas.contract import CLASSES
+from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.capture import build_capture_record, capture_file_name
 from scones import cli
 from scones.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -323,12 +323,12 @@ def test_captures_from_a_folder_summarizes_and_plots(tmp_path, workdir):
     out = result.stdout
     assert "4 records" in out
     assert "bicycle 2 (50%), motorcycle 2 (50%)" in out
-    assert "below 0.93" in out and "2 (50%)" in out
+    assert f"below {DEFAULT_CONFIDENCE_THRESHOLD}" in out and "2 (50%)" in out
     assert plot.read_bytes().startswith(b"\x89PNG")
 
     as_json = json.loads(run("captures", "--source", tmp_path / "captured", "--json", "--plot", plot).stdout)
     assert as_json["count"] == 4 and as_json["by_class"] == {"bicycle": 2, "motorcycle": 2}
-    assert as_json["threshold"] == 0.93
+    assert as_json["threshold"] == DEFAULT_CONFIDENCE_THRESHOLD
 
 
 def test_captures_from_an_empty_folder_say_there_are_none(tmp_path, workdir):

@@ -1,13 +1,22 @@
-"""The report's numbers from a batch of outcomes: counts, accuracy, confusion matrix, latency percentiles."""
+"""The report's numbers from a batch of outcomes: counts, accuracy, coverage and routed precision at the
+threshold, confusion matrix, latency percentiles, and the precision/coverage PNG."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 from scones.batch import ImageOutcome
-from scones.report import format_batch_report, percentile, summarize_batch
+from scones.report import (
+    format_batch_report,
+    percentile,
+    plot_batch_precision_coverage,
+    plot_precision_coverage,
+    summarize_batch,
+)
 
 
 def outcome(label: str, scores: list[float] | None, what: str, seconds: float | None = 1.0, error=None):
@@ -93,6 +102,36 @@ def test_summary_counts_every_image_once_and_keeps_failures_out_of_latency():
     assert "1 x EndpointError" in text
     assert "routed right  2 of 3" in text
     assert "p50 700 ms, p99 1100 ms" in text
+    assert (report.coverage, report.routed_precision) == (pytest.approx(3 / 5), pytest.approx(2 / 3))
+    assert "coverage 0.600 (share routed), routed precision 0.667; top-class accuracy 0.500" in text
+
+
+def test_the_threshold_source_is_reported_when_known():
+    report = summarize_batch([outcome("bicycle", [0.99, 0.01], "routed")], 0.9876, "workflow")
+    report.threshold_source = "model.json: routed precision 1.000 at coverage 71%"
+    assert "threshold     0.9876 from model.json: routed precision 1.000" in format_batch_report(report, "images")
+
+
+def test_the_precision_coverage_png_is_written_with_the_threshold_marked(tmp_path):
+    outcomes = [
+        outcome("bicycle", [0.99, 0.01], "routed"),
+        outcome("bicycle", [0.30, 0.70], "rejected"),
+        outcome("motorcycle", [0.05, 0.95], "routed"),
+        outcome("motorcycle", [0.94, 0.06], "routed"),
+        outcome("motorcycle", [0.45, 0.55], "rejected"),
+        outcome("motorcycle", None, "failed", None, error="EndpointError"),
+    ]
+    path = plot_batch_precision_coverage(outcomes, DEFAULT_CONFIDENCE_THRESHOLD, tmp_path / "c" / "curve.png", "t")
+    assert path == tmp_path / "c" / "curve.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (1000, 400)
+        colors = image.convert("RGB").getcolors(maxcolors=100_000)
+    assert len(colors) > 50  # axes, two curves, the marked threshold: not a blank canvas
+    assert any(abs(r - 0xC4) < 8 and abs(g - 0x4E) < 8 and abs(b - 0x52) < 8 for _, (r, g, b) in colors)  # the mark
+    assert plot_batch_precision_coverage([outcomes[-1]], 0.9, tmp_path / "none.png", "t") is None
+    assert not (tmp_path / "none.png").exists()
+    with pytest.raises(ValueError, match="no scored images"):
+        plot_precision_coverage([], [], 0.9, tmp_path / "x.png", "t")
 
 
 def test_an_empty_batch_reports_no_numbers_rather_than_failing():
