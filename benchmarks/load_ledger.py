@@ -26,6 +26,7 @@ from pathlib import Path
 import boto3
 
 from cloud.deploy import DeployConfig, deploy_stack, make_client, teardown_stack
+from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 from scones.emulator import aws_environment_for, emulator_endpoint
 from scones.ledger import ModelServerFiles, check_ledger, choose_images, format_ledger, run_ledgered_batch
 from scones.model_server import ModelServer
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="executions in flight at once")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="bicycle/ and motorcycle/ PNGs")
     parser.add_argument("--model-dir", type=Path, help="a trained model to serve (default: train the quick one)")
-    parser.add_argument("--threshold", type=float, default=0.93, help="confidence threshold of the stack")
+    parser.add_argument(
+        "--threshold", type=float, default=DEFAULT_CONFIDENCE_THRESHOLD, help="confidence threshold of the stack"
+    )
     parser.add_argument("--timeout", type=float, default=EXECUTION_TIMEOUT_S, help="seconds per execution")
     parser.add_argument("--json", type=Path, help="also write the numbers and the ledger here")
     args = parser.parse_args(argv)

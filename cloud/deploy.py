@@ -29,6 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud import manifest
+from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class DeployConfig:
     stack_name: str = DEFAULT_STACK_NAME
     model_endpoint_name: str = DEFAULT_ENDPOINT_NAME
     model_endpoint_url: str = ""
-    confidence_threshold: float = 0.93
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD
     log_retention_days: int = 14
     # On AWS: the SageMaker model, endpoint configuration and endpoint, from an ECR image and a
     # model.tar.gz that deploy uploads to the artifact bucket.
@@ -597,7 +598,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     deploy.add_argument(
         "--endpoint-url", default="", help="off AWS: URL of the local model server standing in for SageMaker"
     )
-    deploy.add_argument("--threshold", type=float, default=0.93, help="minimum top class probability, 0..1")
+    deploy.add_argument(
+        "--threshold", type=float, default=DEFAULT_CONFIDENCE_THRESHOLD, help="minimum top class probability, 0..1"
+    )
     deploy.add_argument("--create-model-endpoint", action="store_true", help="on AWS: create the endpoint")
     deploy.add_argument("--model-image-repository", default="", help="ECR repository of the serving image")
     deploy.add_argument("--model-image-tag", default="", help="tag of the serving image")

@@ -45,6 +45,7 @@ from cloud.deploy import (
     target_clients,
     teardown_stack,
 )
+from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class PromotionConfig:
     repository: str = ""  # the ECR repository; empty: default_repository(stack_name)
     endpoint_name: str = DEFAULT_ENDPOINT_NAME
     instance_type: str = DEFAULT_INSTANCE_TYPE
-    confidence_threshold: float = 0.93
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD
     data_capture_sampling_percentage: int = 100
     manifest_path: Path = DEFAULT_MANIFEST_PATH
 
@@ -775,7 +776,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     build.add_argument("--image", default=DEFAULT_LOCAL_IMAGE, help="local model image (default: %(default)s)")
     build.add_argument("--endpoint-name", default=DEFAULT_ENDPOINT_NAME)
     build.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
-    build.add_argument("--threshold", type=float, default=0.93, help="minimum top class probability, 0..1")
+    build.add_argument(
+        "--threshold", type=float, default=DEFAULT_CONFIDENCE_THRESHOLD, help="minimum top class probability, 0..1"
+    )
     build.add_argument(
         "--manifest",
         type=Path,
