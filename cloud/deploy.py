@@ -200,6 +200,8 @@ def artifact_bucket_name(stack_name: str, account_id: str, region: str) -> str:
 
 # --- Deploy ------------------------------------------------------------------------------------
 
+UPLOAD_TRIGGER_PREFIX = "images/"  # where uploaded images go; the template's UploadTriggerPrefix default
+
 
 @dataclass(frozen=True)
 class DeployConfig:
@@ -222,6 +224,9 @@ class DeployConfig:
     data_capture_sampling_percentage: int = 100
     # The classifier's reserved concurrency (the template's ClassifyImageReservedConcurrency); 0: none.
     classifier_reserved_concurrency: int = 32
+    # An upload under upload_trigger_prefix starts an execution (the template's UploadTrigger rule).
+    upload_trigger: bool = True
+    upload_trigger_prefix: str = UPLOAD_TRIGGER_PREFIX
 
     def check(self) -> None:
         if not STACK_NAME_PATTERN.match(self.stack_name):
@@ -266,6 +271,8 @@ def stack_parameters(config: DeployConfig, bucket: str, keys: dict[str, str]) ->
         "EndpointInstanceType": config.endpoint_instance_type,
         "DataCaptureSamplingPercentage": str(config.data_capture_sampling_percentage),
         "ClassifyImageReservedConcurrency": str(config.classifier_reserved_concurrency),
+        "UploadTrigger": "true" if config.upload_trigger else "false",
+        "UploadTriggerPrefix": config.upload_trigger_prefix,
     }
     values.setdefault("ModelDataKey", "")
     return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
