@@ -201,6 +201,8 @@ def artifact_bucket_name(stack_name: str, account_id: str, region: str) -> str:
 
 # --- Deploy ------------------------------------------------------------------------------------
 
+UPLOAD_TRIGGER_PREFIX = "images/"  # where uploaded images go; the template's UploadTriggerPrefix default
+
 
 @dataclass(frozen=True)
 class DeployConfig:
@@ -227,6 +229,9 @@ class DeployConfig:
     endpoint_invocations_per_instance: int = 6000
     # The classifier's reserved concurrency (the template's ClassifyImageReservedConcurrency); 0: none.
     classifier_reserved_concurrency: int = 32
+    # An upload under upload_trigger_prefix starts an execution (the template's UploadTrigger rule).
+    upload_trigger: bool = True
+    upload_trigger_prefix: str = UPLOAD_TRIGGER_PREFIX
 
     def check(self) -> None:
         if not STACK_NAME_PATTERN.match(self.stack_name):
@@ -279,6 +284,8 @@ def stack_parameters(config: DeployConfig, bucket: str, keys: dict[str, str]) ->
         "EndpointMaxInstances": str(config.endpoint_max_instances),
         "EndpointInvocationsPerInstance": str(config.endpoint_invocations_per_instance),
         "ClassifyImageReservedConcurrency": str(config.classifier_reserved_concurrency),
+        "UploadTrigger": "true" if config.upload_trigger else "false",
+        "UploadTriggerPrefix": config.upload_trigger_prefix,
     }
     values.setdefault("ModelDataKey", "")
     return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]

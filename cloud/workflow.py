@@ -1,5 +1,6 @@
-"""Run the deployed workflow: upload an image to the stack's bucket, start an execution, wait for it
-with a deadline and read its result, named error included."""
+"""Run the deployed workflow: upload an image to the stack's bucket, follow the execution the upload
+trigger started (or start one with StartExecution where the stack has no trigger, or when asked), wait
+for it with a deadline and read its result, named error included."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ import hashlib
 import json
 import re
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloud.deploy import DEFAULT_STACK_NAME, make_client, stack_outputs
+from cloud.deploy import DEFAULT_STACK_NAME, UPLOAD_TRIGGER_PREFIX, make_client, stack_outputs
 from lambdas.contract import (
     CLASSES,
     MAX_EVENT_BYTES,
@@ -35,6 +37,11 @@ UNNAMED_LAMBDA_ERRORS = frozenset({"Runtime.HandlerError", "Lambda.Unknown"})
 _NAMED_MESSAGE = re.compile(r"^([A-Z][A-Za-z0-9]*Error): ")
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
 TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+# Images for an explicit StartExecution go under a prefix no trigger watches, so they run exactly once.
+DIRECT_PREFIX = "direct/"
+TRIGGER_TIMEOUT_S = 30.0  # upload to the triggered execution being listed: about 0.1 s on both emulators
+# An execution may be listed as started slightly before the client's clock read the upload time.
+TRIGGER_CLOCK_SLACK = timedelta(seconds=2)
 
 
 class WorkflowRunError(RuntimeError):
@@ -43,6 +50,10 @@ class WorkflowRunError(RuntimeError):
 
 class ExecutionTimeoutError(WorkflowRunError):
     """The execution was still running at the deadline (it has been stopped)."""
+
+
+class TriggerNotFiredError(WorkflowRunError):
+    """An image was uploaded under the trigger prefix, but no execution on it started in time."""
 
 
 @dataclass(frozen=True)
@@ -104,14 +115,16 @@ class ExecutionResult:
         }
 
 
-def image_key(image: bytes, prefix: str = "images/") -> str:
+def image_key(image: bytes, prefix: str = UPLOAD_TRIGGER_PREFIX) -> str:
     """Content-addressed key: the same image is stored once."""
     extension = _EXTENSIONS[image_content_type(image)]
     return f"{prefix}{hashlib.sha256(image).hexdigest()}{extension}"
 
 
-def upload_image(s3, bucket: str, image: bytes, key: str | None = None) -> str:
-    key = key or image_key(image)
+def upload_image(s3, bucket: str, image: bytes, key: str | None = None, prefix: str = DIRECT_PREFIX) -> str:
+    """Put `image` into `bucket`, by default under DIRECT_PREFIX (no trigger: the caller starts the
+    execution); under the stack's UploadTriggerPrefix the upload itself starts one."""
+    key = key or image_key(image, prefix)
     s3.put_object(Bucket=bucket, Key=key, Body=image, ContentType=image_content_type(image))
     return key
 
@@ -164,6 +177,121 @@ def wait_for_execution(
         interval = min(interval * 1.5, max_poll_s)
 
 
+def trigger_prefix(outputs: dict[str, str]) -> str | None:
+    """The prefix whose uploads start an execution, or None when the stack has no upload trigger."""
+    return outputs.get("UploadTriggerPrefix") or None
+
+
+class TriggeredExecutions:
+    """The executions the upload trigger started, found by their input's s3_bucket and s3_key. Each is
+    claimed once, so the same image uploaded twice is followed through its two executions. Thread-safe:
+    the threads of a batch share one listing, refreshed at most every `refresh_s` seconds."""
+
+    def __init__(self, sfn, state_machine_arn: str, refresh_s: float = 0.2):
+        self._sfn = sfn
+        self._machine = state_machine_arn
+        self._refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[str | None, str | None, datetime]] = {}  # arn -> bucket, key, start
+        self._claimed: set[str] = set()
+        self._refreshed_at = float("-inf")
+
+    def refresh(self, since: datetime) -> None:
+        """List the executions started since `since` and read the input of those not seen before.
+        Listings are newest first (AWS documents it): a page wholly older than `since` ends the walk."""
+        with self._lock:
+            if time.monotonic() - self._refreshed_at < self._refresh_s:
+                return
+            cutoff = since - TRIGGER_CLOCK_SLACK
+            for page in self._sfn.get_paginator("list_executions").paginate(stateMachineArn=self._machine):
+                executions = page["executions"]
+                for execution in executions:
+                    arn = execution["executionArn"]
+                    if arn not in self._seen and execution["startDate"] >= cutoff:
+                        self._seen[arn] = (*_bucket_and_key(self._sfn, arn), execution["startDate"])
+                if all(e["startDate"] < cutoff for e in executions):
+                    break
+            self._refreshed_at = time.monotonic()
+
+    def claim(self, bucket: str, key: str, since: datetime) -> str | None:
+        """The earliest unclaimed execution on s3://bucket/key started since `since`, now claimed."""
+        cutoff = since - TRIGGER_CLOCK_SLACK
+        with self._lock:
+            found = sorted(
+                (start, arn)
+                for arn, (b, k, start) in self._seen.items()
+                if (b, k) == (bucket, key) and start >= cutoff and arn not in self._claimed
+            )
+            if not found:
+                return None
+            self._claimed.add(found[0][1])
+            return found[0][1]
+
+    def claim_all(self, bucket: str, keys: set[str], since: datetime) -> list[str]:
+        """Claim every unclaimed execution on one of `keys` in `bucket` started since `since`."""
+        self.refresh(since)
+        cutoff = since - TRIGGER_CLOCK_SLACK
+        with self._lock:
+            found = [
+                arn
+                for arn, (b, k, start) in self._seen.items()
+                if b == bucket and k in keys and start >= cutoff and arn not in self._claimed
+            ]
+            self._claimed.update(found)
+        return found
+
+    def wait_for(self, bucket: str, key: str, since: datetime, timeout_s: float = TRIGGER_TIMEOUT_S) -> str:
+        """The execution the upload of s3://bucket/key at `since` started; TriggerNotFiredError after
+        `timeout_s` seconds without one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.refresh(since)
+            if arn := self.claim(bucket, key, since):
+                return arn
+            if time.monotonic() > deadline:
+                raise TriggerNotFiredError(
+                    f"no execution of {self._machine} started on s3://{bucket}/{key} within {timeout_s:g} s of "
+                    "its upload: the stack's upload trigger (UploadTriggerRuleName in its outputs) did not fire. "
+                    "Check that the rule is ENABLED and the bucket sends events to EventBridge, or run with "
+                    "--start-execution"
+                )
+            time.sleep(self._refresh_s)
+
+
+def _bucket_and_key(sfn, execution_arn: str) -> tuple[str | None, str | None]:
+    try:
+        event = json.loads(sfn.describe_execution(executionArn=execution_arn).get("input") or "null")
+    except json.JSONDecodeError:
+        return None, None
+    return (event.get("s3_bucket"), event.get("s3_key")) if isinstance(event, dict) else (None, None)
+
+
+def triggered_key(image: bytes, prefix: str) -> str:
+    """The image's content address plus a per-upload suffix: each upload starts its own execution, and
+    the key names that one alone, whichever client (or thread) uploads the same image at the same time."""
+    stem, dot, extension = image_key(image, prefix).rpartition(".")
+    return f"{stem}-{uuid.uuid4().hex[:12]}{dot}{extension}"
+
+
+def upload_and_follow(
+    s3,
+    sfn,
+    outputs: dict[str, str],
+    image: bytes,
+    finder: TriggeredExecutions | None = None,
+    before_upload=None,
+) -> tuple[str, str]:
+    """Upload `image` under the stack's trigger prefix and return (key, ARN of the execution it started)."""
+    bucket = outputs["ImageBucketName"]
+    key = triggered_key(image, trigger_prefix(outputs) or UPLOAD_TRIGGER_PREFIX)
+    if before_upload:
+        before_upload(key)  # e.g. a batch noting the key, to find the execution if it is interrupted now
+    since = datetime.now(UTC)
+    s3.put_object(Bucket=bucket, Key=key, Body=image, ContentType=image_content_type(image))
+    finder = finder or TriggeredExecutions(sfn, outputs["StateMachineArn"])
+    return key, finder.wait_for(bucket, key, since)
+
+
 def _result(described: dict) -> ExecutionResult:
     # Only a succeeded execution has an output (ministack also fills it in on failure).
     output = described.get("output") if described["status"] == "SUCCEEDED" else None
@@ -198,13 +326,21 @@ def run_image(
     stack_name: str = DEFAULT_STACK_NAME,
     session: boto3.Session | None = None,
     timeout_s: float = 120.0,
+    start_execution: bool = False,
 ) -> ExecutionResult:
-    """Upload a PNG or JPEG to the stack's image bucket and run the workflow on it."""
+    """Upload a PNG or JPEG to the stack's image bucket and run the workflow on it: where the stack has the
+    upload trigger, by following the execution the upload started; otherwise (or with
+    `start_execution`), by uploading outside the trigger prefix and calling StartExecution."""
     session = session or boto3.Session()
     outputs = outputs or stack_outputs(stack_name, session=session)
     data = Path(image).read_bytes() if isinstance(image, Path) else image
+    s3 = make_client(session, "s3")
+    if trigger_prefix(outputs) and not start_execution:
+        sfn = make_client(session, "stepfunctions")
+        _, arn = upload_and_follow(s3, sfn, outputs, data)
+        return wait_for_execution(sfn, arn, timeout_s)
     bucket = outputs["ImageBucketName"]
-    key = upload_image(make_client(session, "s3"), bucket, data)
+    key = upload_image(s3, bucket, data)
     return run_workflow({"s3_bucket": bucket, "s3_key": key}, outputs, session=session, timeout_s=timeout_s)
 
 
@@ -218,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files")
     parser.add_argument("--stack-name", default=DEFAULT_STACK_NAME)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each execution")
+    parser.add_argument(
+        "--start-execution", action="store_true", help="call StartExecution even where the upload trigger is on"
+    )
     args = parser.parse_args(argv)
     session = boto3.Session()
     try:
@@ -228,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for path in args.images:
         try:
-            summary = run_image(path, outputs, session=session, timeout_s=args.timeout).summary()
+            summary = run_image(
+                path, outputs, session=session, timeout_s=args.timeout, start_execution=args.start_execution
+            ).summary()
         except (OSError, WorkflowError, WorkflowRunError) as e:
             summary = {"status": "NOT_RUN", "error": type(e).__name__, "message": str(e)}
         failed += summary["status"] != "SUCCEEDED"

@@ -1,5 +1,6 @@
 """Many images through the deployed workflow (or straight to the model endpoint), a few at a time, with
-progress bars: upload to the stack's bucket, start one execution per image, wait for each with a deadline.
+progress bars: upload to the stack's bucket and follow the execution the upload trigger started (or, where
+the stack has no trigger or when asked, start one per image), and wait for each with a deadline.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,11 +22,15 @@ from tqdm import tqdm
 
 from cloud.deploy import make_client
 from cloud.workflow import (
+    DIRECT_PREFIX,
     TERMINAL_STATUSES,
     ExecutionResult,
+    TriggeredExecutions,
     WorkflowRunError,
     image_key,
     start_execution,
+    trigger_prefix,
+    upload_and_follow,
     wait_for_execution,
 )
 from lambdas.classify_image import invoke_endpoint
@@ -86,13 +92,16 @@ def progress_map(function: Callable[[T], R], items: list[T], concurrency: int, d
     return results
 
 
-def upload_images(s3, bucket: str, paths: Iterable[Path], concurrency: int = 8) -> dict[Path, str]:
-    """Put each image into `bucket` under its content-addressed key; return the key of each path."""
+def upload_images(
+    s3, bucket: str, paths: Iterable[Path], concurrency: int = 8, prefix: str = DIRECT_PREFIX
+) -> dict[Path, str]:
+    """Put each image into `bucket` under its content-addressed key (by default outside the trigger
+    prefix: the batch starts the executions itself); return the key of each path."""
     paths = list(paths)
 
     def upload(path: Path) -> str:
         body = path.read_bytes()
-        key = image_key(body)
+        key = image_key(body, prefix)
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type_of(key))
         return key
 
@@ -145,6 +154,7 @@ class StartedExecutions:
         self._sfn = sfn
         self._lock = threading.Lock()
         self._arns: list[str] = []
+        self._uploads: list[str] = []  # keys uploaded under the trigger prefix, one per execution they start
         self._stopping = False
 
     @property
@@ -155,6 +165,15 @@ class StartedExecutions:
     def arns(self) -> list[str]:
         with self._lock:
             return list(self._arns)
+
+    @property
+    def uploads(self) -> list[str]:
+        with self._lock:
+            return list(self._uploads)
+
+    def uploaded(self, key: str) -> None:
+        with self._lock:
+            self._uploads.append(key)
 
     def record(self, arn: str) -> bool:
         """Remember `arn`; False (after stopping it) when the batch is already being stopped."""
@@ -208,16 +227,29 @@ def run_workflow_batch(
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout_s: float = EXECUTION_TIMEOUT_S,
     name_prefix: str = "scones",
+    start_executions: bool = False,
 ) -> list[ImageOutcome]:
-    """Upload `images` ((path, true class) pairs) and run one execution per image (named
-    `<name_prefix>-<uuid>`), `concurrency` at a time. Every execution ends terminal: one still running at
-    its deadline is stopped and counted failed, and on Ctrl-C (or any other exception) every execution
-    this batch started and that is still running is stopped (ABORTED) before the exception goes on."""
+    """Run one execution per image of `images` ((path, true class) pairs), `concurrency` at a time. Where
+    the stack has the upload trigger (and not `start_executions`), each image is uploaded under its prefix
+    and the execution the upload started is followed; otherwise the images are uploaded outside it and
+    each execution is started here, named `<name_prefix>-<uuid>`. Every execution ends terminal: one still
+    running at its deadline is stopped and counted failed, and on Ctrl-C (or any other exception) every
+    execution of this batch still running is stopped (ABORTED) before the exception goes on."""
     s3 = make_client(session, "s3")
     sfn = make_client(session, "stepfunctions")
     bucket = outputs["ImageBucketName"]
-    keys = upload_images(s3, bucket, [path for path, _ in images])
+    triggered = bool(trigger_prefix(outputs)) and not start_executions
+    keys = {} if triggered else upload_images(s3, bucket, [path for path, _ in images])
     started = StartedExecutions(sfn)
+    finder = TriggeredExecutions(sfn, outputs["StateMachineArn"])
+
+    def begin(path: Path) -> str:
+        if triggered:
+            # The upload is the start: noted first, so that the sweep finds its execution if Ctrl-C comes now.
+            _, arn = upload_and_follow(s3, sfn, outputs, path.read_bytes(), finder, started.uploaded)
+            return arn
+        event = {"s3_bucket": bucket, "s3_key": keys[path]}
+        return start_execution(sfn, outputs["StateMachineArn"], event, name_prefix)
 
     def run(item: tuple[Path, str]) -> ImageOutcome:
         path, label = item
@@ -225,8 +257,7 @@ def run_workflow_batch(
         try:
             if started.stopping:
                 raise BatchInterruptedError("the batch was interrupted before this image's execution started")
-            event = {"s3_bucket": bucket, "s3_key": keys[path]}
-            arn = start_execution(sfn, outputs["StateMachineArn"], event, name_prefix)
+            arn = begin(path)
             if not started.record(arn):
                 raise BatchInterruptedError(f"the batch was interrupted as {arn} started; stopped it")
             result = wait_unless_stopping(sfn, arn, timeout_s, started)
@@ -236,9 +267,12 @@ def run_workflow_batch(
             )
         return outcome_of(result, path, label, sfn)
 
+    batch_started = datetime.now(UTC)
     try:
         return progress_map(run, images, concurrency, "workflow", "execution")
     except BaseException:
+        if triggered:
+            claim_unfollowed_executions(started, finder, bucket, batch_started)
         stopped = started.stop_all()
         if stopped:
             print(f"stopped {len(stopped)} running executions of this batch", file=sys.stderr, flush=True)
@@ -252,6 +286,26 @@ def run_workflow_batch(
                     flush=True,
                 )
         raise
+
+
+def claim_unfollowed_executions(started: StartedExecutions, finder: TriggeredExecutions, bucket: str, since) -> None:
+    """Record the executions the batch's uploads started that no worker has claimed yet (Ctrl-C came
+    between an upload and its execution being listed), waiting up to STOP_CONFIRM_S for them to appear."""
+    deadline = time.monotonic() + STOP_CONFIRM_S
+    while True:
+        for arn in finder.claim_all(bucket, set(started.uploads), since):
+            started.record(arn)
+        missing = len(started.uploads) - len(started.arns)
+        if missing <= 0:
+            return
+        if time.monotonic() > deadline:
+            print(
+                f"{missing} uploads of this batch started no execution that could be found within {STOP_CONFIRM_S:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        time.sleep(POLL_S)
 
 
 def wait_unless_stopping(sfn, arn: str, timeout_s: float, started: StartedExecutions) -> ExecutionResult:

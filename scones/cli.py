@@ -523,6 +523,14 @@ def classify(
     stack_name: StackName = None,
     timeout: Timeout = EXECUTION_TIMEOUT_S,
     as_json: AsJson = False,
+    start_execution: Annotated[
+        bool,
+        typer.Option(
+            "--start-execution",
+            help="call StartExecution instead of following the execution the upload trigger starts "
+            "(the default where the stack has the trigger)",
+        ),
+    ] = False,
 ) -> None:
     """Run one image through the deployed Step Functions workflow and print the class and scores, or the
     named failure (LowConfidenceError: exit code 4; any other failure: 1)."""
@@ -531,7 +539,9 @@ def classify(
     with connect(target, state) as connection:
         outputs = deployed_outputs(connection, stack_name, state)
         if path is not None:
-            result = run_image(path, outputs, session=connection.session, timeout_s=timeout)
+            result = run_image(
+                path, outputs, session=connection.session, timeout_s=timeout, start_execution=start_execution
+            )
         else:
             result = run_workflow(event, outputs, session=connection.session, timeout_s=timeout)
     say(json.dumps({"image": image, **result.summary()}) if as_json else f"{image}: {describe_result(result)}")

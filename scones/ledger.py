@@ -295,7 +295,14 @@ def run_ledgered_batch(
     seen = {r.event_id for r in read_captured_inferences(destination, endpoint)} if destination else set()
     started = time.perf_counter()
     outcomes = run_workflow_batch(
-        session, outputs, images, concurrency=concurrency, timeout_s=timeout_s, name_prefix=prefix
+        session,
+        outputs,
+        images,
+        concurrency=concurrency,
+        timeout_s=timeout_s,
+        name_prefix=prefix,
+        # StartExecution, not the upload trigger: the ledger counts the batch's executions by name prefix.
+        start_executions=True,
     )
     wall_s = time.perf_counter() - started
     sfn = make_client(session, "stepfunctions")

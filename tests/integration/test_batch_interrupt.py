@@ -47,7 +47,7 @@ import boto3
 from scones.batch import run_workflow_batch
 outputs, prefix, concurrency, paths = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 images = [(Path(p), Path(p).parent.name) for p in paths]
-run_workflow_batch(boto3.Session(), outputs, images, concurrency=concurrency, name_prefix=prefix)
+run_workflow_batch(boto3.Session(), outputs, images, concurrency=concurrency, name_prefix=prefix, start_executions=True)
 print("the batch finished without being interrupted")
 """
 
