@@ -261,7 +261,7 @@ class TriggeredExecutions:
 def _bucket_and_key(sfn, execution_arn: str) -> tuple[str | None, str | None]:
     try:
         event = json.loads(sfn.describe_execution(executionArn=execution_arn).get("input") or "null")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what json parses: not an upload's input
         return None, None
     return (event.get("s3_bucket"), event.get("s3_key")) if isinstance(event, dict) else (None, None)
 

@@ -32,7 +32,10 @@ def executions_on(sfn, machine: str, bucket: str, key: str) -> list[dict]:
     for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=machine):
         for execution in page["executions"]:
             described = sfn.describe_execution(executionArn=execution["executionArn"])
-            event = json.loads(described.get("input") or "null")
+            try:
+                event = json.loads(described.get("input") or "null")
+            except RecursionError:  # another test's input nested 10,000 deep (test_hostile_inputs.py)
+                continue
             if isinstance(event, dict) and (event.get("s3_bucket"), event.get("s3_key")) == (bucket, key):
                 found.append(described)
     return found
