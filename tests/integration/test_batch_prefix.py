@@ -1,0 +1,104 @@
+"""The batch state machine end to end on a real emulator: real images and a non-image under a prefix,
+the Distributed Map over listObjectsV2, the summary per class read back from S3. Runs unchanged on
+ministack and LocalStack (their differences: cloud/EMULATORS.md, "Distributed Map")."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import boto3
+import pytest
+
+from lambdas.contract import CLASSES
+from lambdas.summarize_batch import error_name
+from scones.prefix_batch import parse_prefix, run_prefix_batch
+
+pytestmark = pytest.mark.integration
+
+BATCH_TIMEOUT_S = 300.0  # a handful of items; cold starts on two shared cores
+
+
+@pytest.fixture
+def prefix_with_images(stack, test_images, s3):
+    """Under a fresh prefix: each confident image (twice for the first class), the unsure one and a
+    text file. Returns (prefix, expected counts per class, the unsure image's class)."""
+    bucket, prefix = stack["ImageBucketName"], f"batch-it-{uuid.uuid4().hex[:8]}/"
+    expected = {name: {"routed": 0, "rejected": 0, "failed": 0} for name in CLASSES}
+    for copies, label in zip((2, 1), CLASSES, strict=True):
+        for copy in range(copies):
+            body = test_images.confident[label].path.read_bytes()
+            s3.put_object(Bucket=bucket, Key=f"{prefix}{label}/{copy}.png", Body=body)
+            expected[label]["routed"] += 1
+    unsure_scores = test_images.unsure.scores
+    unsure_class = CLASSES[unsure_scores.index(max(unsure_scores))]
+    s3.put_object(Bucket=bucket, Key=f"{prefix}unsure.png", Body=test_images.unsure.path.read_bytes())
+    expected[unsure_class]["rejected"] += 1
+    s3.put_object(Bucket=bucket, Key=f"{prefix}notes.txt", Body=b"not an image")
+    return prefix, expected
+
+
+def assert_nothing_running(stack, sfn, execution_arn):
+    running = sfn.list_executions(stateMachineArn=stack["BatchStateMachineArn"], statusFilter="RUNNING")
+    assert running["executions"] == []
+    for run in sfn.list_map_runs(executionArn=execution_arn)["mapRuns"]:
+        children = sfn.list_executions(mapRunArn=run["mapRunArn"])["executions"]
+        assert children, "the Map Run lists its child executions"
+        assert [c["name"] for c in children if c["status"] == "RUNNING"] == []
+
+
+def test_a_prefix_is_summarized_per_class_and_the_summary_is_in_s3(stack, prefix_with_images, sfn, s3):
+    prefix, expected = prefix_with_images
+    bucket = stack["ImageBucketName"]
+    result = run_prefix_batch(
+        boto3.Session(), stack, bucket, prefix, tolerated_failure_percentage=50, timeout_s=BATCH_TIMEOUT_S,
+        show_progress=False,
+    )  # fmt: skip
+    assert result.status == "SUCCEEDED", result.to_dict()
+    summary = result.summary
+    assert summary["classes"] == expected
+    assert summary["totals"] == {"items": 5, "routed": 3, "rejected": 1, "failed": 1}
+    assert summary["unclassified_failed"] == 1
+    assert [(f["s3_key"], f["error"]) for f in summary["failed_items"]] == [(f"{prefix}notes.txt", "NotAnImageError")]
+    assert [r["s3_key"] for r in summary["rejected_items"]] == [f"{prefix}unsure.png"]
+    assert summary["tolerated_failure_percentage"] == 50
+    # The object in S3 is the summary, and the execution's output names it with the same counts.
+    key = result.summary_location.removeprefix(f"s3://{bucket}/")
+    assert json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == summary
+    output = json.loads(sfn.describe_execution(executionArn=result.execution_arn)["output"])
+    assert output == {"summary_location": result.summary_location, "totals": summary["totals"], "classes": expected}
+    assert "image_data" not in json.dumps(output)
+    assert_nothing_running(stack, sfn, result.execution_arn)
+
+
+def test_more_failures_than_tolerated_fail_the_batch_after_writing_the_summary(stack, prefix_with_images, sfn):
+    prefix, expected = prefix_with_images
+    result = run_prefix_batch(
+        boto3.Session(), stack, stack["ImageBucketName"], prefix, tolerated_failure_percentage=0,
+        timeout_s=BATCH_TIMEOUT_S, show_progress=False,
+    )  # fmt: skip
+    assert result.status == "FAILED"
+    assert error_name(result.error, result.cause) == "TooManyFailuresError", (result.error, result.cause)
+    assert result.summary is not None and result.summary["failure_threshold_exceeded"] is True
+    assert result.summary["classes"] == expected  # nothing lost: every item is counted
+    assert_nothing_running(stack, sfn, result.execution_arn)
+
+
+def test_the_default_tolerance_comes_from_the_state_machine(stack, prefix_with_images):
+    prefix, _ = prefix_with_images
+    bucket, key_prefix = parse_prefix(f"s3://{stack['ImageBucketName']}/{prefix}")
+    result = run_prefix_batch(
+        boto3.Session(), stack, bucket, key_prefix, timeout_s=BATCH_TIMEOUT_S, show_progress=False
+    )
+    # One failed item of five is 20%, above the default of 10%.
+    assert result.summary["tolerated_failure_percentage"] == 10
+    assert result.status == "FAILED"
+
+
+def test_an_empty_prefix_summarizes_to_zero(stack):
+    result = run_prefix_batch(
+        boto3.Session(), stack, stack["ImageBucketName"], f"batch-empty-{uuid.uuid4().hex[:8]}/",
+        timeout_s=BATCH_TIMEOUT_S, show_progress=False,
+    )  # fmt: skip
+    assert result.status == "SUCCEEDED", result.to_dict()
+    assert result.summary["totals"] == {"items": 0, "routed": 0, "rejected": 0, "failed": 0}
