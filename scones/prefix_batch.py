@@ -31,6 +31,10 @@ class InvalidPrefixError(PrefixBatchError):
     """The s3:// argument does not name a bucket and a prefix the batch may list."""
 
 
+class EmptyPrefixError(InvalidPrefixError):
+    """No object is under the prefix: nothing to classify (most often a mistyped prefix)."""
+
+
 class BatchTimeoutError(PrefixBatchError):
     """The batch was still running at the deadline (it has been stopped)."""
 
@@ -99,6 +103,7 @@ def run_prefix_batch(
     if "BatchStateMachineArn" not in outputs:
         raise PrefixBatchError("the stack has no BatchStateMachineArn output: deploy it again (`scones deploy`)")
     sfn, s3 = make_client(session, "stepfunctions"), make_client(session, "s3")
+    check_prefix_has_objects(s3, bucket, prefix)
     execution_input: dict = {"bucket": bucket, "prefix": prefix}
     if tolerated_failure_percentage is not None:
         if not 0 <= tolerated_failure_percentage <= 100:
@@ -121,6 +126,19 @@ def run_prefix_batch(
         summary_location=location,
         seconds=(described["stopDate"] - described["startDate"]).total_seconds(),
     )
+
+
+def check_prefix_has_objects(s3, bucket: str, prefix: str) -> None:
+    """Refuse a missing bucket or an empty prefix before starting anything. (The state machine itself
+    summarizes an empty prefix to zeros on AWS and ministack; LocalStack fails it: cloud/EMULATORS.md.)"""
+    try:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            raise InvalidPrefixError(f"bucket {bucket!r} does not exist") from e
+        raise
+    if not listed.get("KeyCount"):
+        raise EmptyPrefixError(f"nothing under s3://{bucket}/{prefix}: check the prefix (it is case-sensitive)")
 
 
 def follow(sfn, arn: str, deadline: float, show_progress: bool) -> dict:
