@@ -12,9 +12,12 @@ import uuid
 
 import boto3
 import pytest
+from typer.testing import CliRunner
 
 from lambdas.contract import CLASSES
 from lambdas.summarize_batch import error_name
+from scones import cli
+from scones.errors import EXIT_FAILED
 from scones.prefix_batch import EmptyPrefixError, follow, parse_prefix, run_prefix_batch
 
 pytestmark = pytest.mark.integration
@@ -132,3 +135,23 @@ def test_the_state_machine_summarizes_an_empty_prefix_to_zero(stack, sfn, aws_en
         return
     assert described["status"] == "SUCCEEDED", described
     assert json.loads(described["output"])["totals"] == {"items": 0, "routed": 0, "rejected": 0, "failed": 0}
+
+
+def test_scones_classify_of_a_prefix_runs_the_batch_and_prints_its_summary(
+    stack, deploy_config, prefix_with_images, tmp_path
+):
+    prefix, expected = prefix_with_images
+    argument = f"s3://{stack['ImageBucketName']}/{prefix}"
+    common = ["--stack-name", deploy_config.stack_name, "--workdir", str(tmp_path)]
+    ran = CliRunner().invoke(
+        cli.app, ["classify", argument, *common, "--tolerated-failure-percentage", "50", "--json"], prog_name="scones"
+    )
+    assert ran.exit_code == 0, (ran.stdout, ran.stderr)
+    printed = json.loads(ran.stdout)
+    assert printed["status"] == "SUCCEEDED"
+    assert printed["summary"]["classes"] == expected
+    # Text output, and the exit code of a batch that failed more items than tolerated (1 of 5 > 10%).
+    ran = CliRunner().invoke(cli.app, ["classify", argument, *common], prog_name="scones")
+    assert ran.exit_code == EXIT_FAILED, (ran.stdout, ran.stderr)
+    assert "3 routed, 1 rejected (low confidence), 1 failed" in ran.stdout
+    assert f"failed: {prefix}notes.txt: NotAnImageError" in ran.stdout

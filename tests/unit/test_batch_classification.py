@@ -11,10 +11,13 @@ import pytest
 from cfnlint.decode import decode_str
 from conftest import use_offline_aws
 from moto import mock_aws
+from typer.testing import CliRunner
 
 from cloud import deploy
 from lambdas import clients, summarize_batch
 from lambdas.contract import InvalidEventError
+from scones import cli
+from scones.errors import EXIT_USAGE
 from scones.prefix_batch import InvalidPrefixError, is_prefix_argument, parse_prefix
 
 TEMPLATE = decode_str(deploy.TEMPLATE_PATH.read_text())[0]
@@ -249,3 +252,12 @@ def test_prefix_arguments():
 def test_bad_prefix_arguments_are_named(argument, prefix, match):
     with pytest.raises(InvalidPrefixError, match=match):
         parse_prefix(argument, prefix)
+
+
+@pytest.mark.parametrize(
+    ("argument", "match"), [("s3://bucket/", "give a prefix"), ("s3://bucket/batch-summaries/", "batch summaries")]
+)
+def test_classify_refuses_a_bad_prefix_before_connecting(argument, match, tmp_path):
+    result = CliRunner().invoke(cli.app, ["classify", argument, "--workdir", str(tmp_path)], prog_name="scones")
+    assert result.exit_code == EXIT_USAGE
+    assert match in result.stderr
