@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "cloud" / "template.yaml"
 STATE_MACHINE_PATH = ROOT / "statemachine" / "image_classification.asl.json"
+BATCH_STATE_MACHINE_PATH = ROOT / "statemachine" / "batch_classification.asl.json"
 LAMBDAS_DIR = ROOT / "lambdas"
 
 DEFAULT_STACK_NAME = "scones"
@@ -46,6 +47,7 @@ LAMBDA_HANDLERS = {
     "SerializeImageDataCodeKey": "serialize_image_data",
     "ClassifyImageCodeKey": "classify_image",
     "FilterLowConfidenceCodeKey": "filter_low_confidence",
+    "SummarizeBatchCodeKey": "summarize_batch",
 }
 # What every zip holds besides its handler: the package marker, the clients, the contract, the loggers.
 SHARED_LAMBDA_MODULES = ("__init__.py", "clients.py", "contract.py", "logs.py")
@@ -124,6 +126,9 @@ def build_artifacts(model_data_path: Path | None = None) -> dict[str, Artifact]:
     }
     artifacts["StateMachineDefinitionKey"] = Artifact(
         "image_classification", STATE_MACHINE_PATH.read_bytes(), ".asl.json"
+    )
+    artifacts["BatchStateMachineDefinitionKey"] = Artifact(
+        "batch_classification", BATCH_STATE_MACHINE_PATH.read_bytes(), ".asl.json"
     )
     if model_data_path is not None:
         artifacts["ModelDataKey"] = Artifact("model", Path(model_data_path).read_bytes(), ".tar.gz")

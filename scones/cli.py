@@ -47,6 +47,7 @@ from scones.errors import (
     describe_error,
 )
 from scones.pipeline import DemoOptions, run_demo
+from scones.prefix_batch import PrefixBatchError, format_summary, is_prefix_argument, parse_prefix, run_prefix_batch
 from scones.report import (
     format_batch_report,
     format_captures,
@@ -510,13 +511,19 @@ def describe_result(result: ExecutionResult) -> str:
     short_help="Run one image through the workflow.",
     epilog="\b\nExamples:\n"
     "  scones classify ../shared/data/cifar100-bikes/train/bicycle/bike_s_000682.png\n"
-    "  scones classify s3://BUCKET/images/photo.png --json",
+    "  scones classify s3://BUCKET/images/photo.png --json\n"
+    "  scones classify s3://BUCKET/images/            every image under the prefix (Distributed Map)\n"
+    "  scones classify s3://BUCKET --prefix images/ --tolerated-failure-percentage 5",
 )
 @reports_errors
 def classify(
     image: Annotated[
         str,
-        typer.Argument(metavar="IMAGE", help="a local PNG/JPEG (uploaded to the stack's bucket) or s3://BUCKET/KEY"),
+        typer.Argument(
+            metavar="IMAGE",
+            help="a local PNG/JPEG (uploaded to the stack's bucket), s3://BUCKET/KEY, or s3://BUCKET/PREFIX/ "
+            "(a trailing slash: every object under the prefix, by the batch state machine)",
+        ),
     ],
     target: Target = TargetKind.emulator,
     workdir: Workdir = DEFAULT_WORKDIR,
@@ -531,9 +538,26 @@ def classify(
             "(the default where the stack has the trigger)",
         ),
     ] = False,
+    prefix: Annotated[
+        str | None, typer.Option(help="with s3://BUCKET: classify every object under this prefix (the batch)")
+    ] = None,
+    tolerated_failure_percentage: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=100.0, help="batch: fail it when more items fail [default: the state machine's, 10]"),
+    ] = None,
+    batch_timeout: Annotated[
+        float, typer.Option(min=1.0, help="batch: seconds the whole batch may take before it is stopped")
+    ] = 3600.0,
 ) -> None:
     """Run one image through the deployed Step Functions workflow and print the class and scores, or the
-    named failure (LowConfidenceError: exit code 4; any other failure: 1)."""
+    named failure (LowConfidenceError: exit code 4; any other failure: 1). With s3://BUCKET/PREFIX/ (or
+    --prefix), run the batch state machine over every object there and print its summary per class
+    (written to s3://BUCKET/batch-summaries/; exit code 1 if more items failed than tolerated)."""
+    if prefix is not None or is_prefix_argument(image):
+        classify_prefix(
+            image, prefix, target, workdir, stack_name, tolerated_failure_percentage, batch_timeout, as_json
+        )
+        return
     event, path = parse_image_argument(image)
     state = recorded_state(workdir, target)
     with connect(target, state) as connection:
@@ -547,6 +571,38 @@ def classify(
     say(json.dumps({"image": image, **result.summary()}) if as_json else f"{image}: {describe_result(result)}")
     if result.status != "SUCCEEDED":
         raise typer.Exit(EXIT_REJECTED if result.error_name == LOW_CONFIDENCE else EXIT_FAILED)
+
+
+def classify_prefix(
+    argument: str,
+    prefix: str | None,
+    target: TargetKind,
+    workdir: Path,
+    stack_name: str | None,
+    tolerated_failure_percentage: float | None,
+    timeout_s: float,
+    as_json: bool,
+) -> None:
+    """`scones classify s3://BUCKET/PREFIX/`: the orchestration is in scones/prefix_batch.py."""
+    try:
+        bucket, key_prefix = parse_prefix(argument, prefix)
+    except PrefixBatchError as e:
+        raise UsageProblemError(str(e)) from e
+    state = recorded_state(workdir, target)
+    with connect(target, state) as connection:
+        outputs = deployed_outputs(connection, stack_name, state)
+        result = run_prefix_batch(
+            connection.session,
+            outputs,
+            bucket,
+            key_prefix,
+            tolerated_failure_percentage=tolerated_failure_percentage,
+            timeout_s=timeout_s,
+            show_progress=not as_json,
+        )
+    say(json.dumps(result.to_dict()) if as_json else format_summary(result))
+    if result.status != "SUCCEEDED":
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command(

@@ -39,7 +39,7 @@ def offline_aws(monkeypatch):
 def test_lambda_zips_are_byte_for_byte_reproducible():
     first, second = deploy.build_artifacts(), deploy.build_artifacts()
     assert {k: a.data for k, a in first.items()} == {k: a.data for k, a in second.items()}
-    assert set(first) == {*deploy.LAMBDA_HANDLERS, "StateMachineDefinitionKey"}
+    assert set(first) == {*deploy.LAMBDA_HANDLERS, "StateMachineDefinitionKey", "BatchStateMachineDefinitionKey"}
 
 
 @pytest.mark.parametrize("handler", sorted(deploy.LAMBDA_HANDLERS.values()))
@@ -117,9 +117,9 @@ def test_roles_are_least_privilege():
 
 def test_each_function_has_its_own_role_and_log_group_with_retention():
     functions = {k: r for k, r in RESOURCES.items() if r["Type"] == "AWS::Lambda::Function"}
-    assert len(functions) == 3
+    assert len(functions) == len(deploy.LAMBDA_HANDLERS)
     roles = {f["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions.values()}
-    assert len(roles) == 3
+    assert len(roles) == len(functions)
     for logical_id, function in functions.items():
         log_group = RESOURCES[logical_id.replace("Function", "LogGroup")]["Properties"]
         assert (
@@ -166,7 +166,7 @@ def test_the_model_server_url_reaches_the_classifier_only_when_given():
 
 
 def test_deploy_passes_every_template_parameter_and_no_other():
-    keys = {p: "key" for p in [*deploy.LAMBDA_HANDLERS, "StateMachineDefinitionKey"]}
+    keys = {p: "key" for p in [*deploy.LAMBDA_HANDLERS, "StateMachineDefinitionKey", "BatchStateMachineDefinitionKey"]}
     passed = {p["ParameterKey"] for p in deploy.stack_parameters(deploy.DeployConfig(), "bucket", keys)}
     assert passed == set(TEMPLATE["Parameters"])
 

@@ -171,7 +171,8 @@ def test_dry_run_with_the_tested_artifacts_says_identical_and_lists_what_would_b
     for name, artifact in deploy.build_artifacts(model).items():
         assert f"  {artifact.key}" in out, name  # every S3 key
         assert f"{artifact.filename:<30} {artifact.sha256}  [same as tested]" in out  # every sha256
-    assert out.count("same as tested") == 8  # 3 zips, ASL, template, model, image inputs, image ID
+    # every uploaded artifact (4 zips, 2 ASL files, model), the template, image inputs, image ID
+    assert out.count("same as tested") == len(deploy.build_artifacts(model)) + 3 == 10
     inspect = ["image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}", "scones-model:latest"]
     assert docker.argvs() == [inspect]
 
