@@ -31,6 +31,8 @@ LOCAL_REGION = "us-east-1"
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 # Answered by ministack and by LocalStack alike.
 HEALTH_PATH = "/_localstack/health"
+# Answered by ministack only: tells the two emulators apart.
+MINISTACK_HEALTH_PATH = "/_ministack/health"
 
 
 class EmulatorError(RuntimeError):
@@ -71,6 +73,16 @@ def is_reachable(endpoint_url: str, timeout_s: float = 2.0) -> bool:
             return True
     except urllib.error.HTTPError:
         return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def is_ministack(endpoint_url: str, timeout_s: float = 5.0) -> bool:
+    """Whether the emulator at `endpoint_url` is ministack (it answers its own health path; LocalStack
+    does not). Tests use it where the two emulators are documented to differ (cloud/EMULATORS.md)."""
+    try:
+        with urllib.request.urlopen(endpoint_url.rstrip("/") + MINISTACK_HEALTH_PATH, timeout=timeout_s) as response:
+            return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
 
@@ -183,7 +195,7 @@ class Ministack:
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
-        url = self.endpoint_url + "/_ministack/health"
+        url = self.endpoint_url + MINISTACK_HEALTH_PATH
         while True:
             if self._process.poll() is not None:
                 if "already in use" in self.log_tail():

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import boto3
@@ -17,6 +15,7 @@ from typer.testing import CliRunner
 from lambdas.contract import CLASSES
 from lambdas.summarize_batch import error_name
 from scones import cli
+from scones.emulator import is_ministack
 from scones.errors import EXIT_FAILED
 from scones.prefix_batch import EmptyPrefixError, follow, parse_prefix, run_prefix_batch
 
@@ -42,15 +41,6 @@ def prefix_with_images(stack, test_images, s3):
     expected[unsure_class]["rejected"] += 1
     s3.put_object(Bucket=bucket, Key=f"{prefix}notes.txt", Body=b"not an image")
     return prefix, expected
-
-
-def is_ministack(endpoint_url: str) -> bool:
-    """As in test_hostile_inputs.py: ministack answers its own health path."""
-    try:
-        with urllib.request.urlopen(f"{endpoint_url}/_ministack/health", timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def assert_nothing_running(stack, sfn, execution_arn, items):

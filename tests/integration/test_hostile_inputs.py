@@ -14,8 +14,6 @@ import json
 import logging
 import struct
 import time
-import urllib.error
-import urllib.request
 import uuid
 import zlib
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from cloud.workflow import (
     wait_for_execution,
 )
 from lambdas.contract import CLASSES
+from scones.emulator import is_ministack
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
@@ -234,14 +233,6 @@ def test_hostile_input_ends_in_its_named_error_or_a_verdict(outcomes, aws_endpoi
         assert message.startswith(f"{expected.expected}: "), summary
         assert expected.mentions in message, summary
         assert "Traceback" not in message and len(message) < 3000
-
-
-def is_ministack(endpoint_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{endpoint_url}/_ministack/health", timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def test_json_nested_10000_deep_is_refused_or_stopped_never_left_running(stack, aws_endpoint):

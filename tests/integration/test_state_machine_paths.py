@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import urllib.error
-import urllib.request
 import uuid
 
 import boto3
@@ -22,6 +20,7 @@ from cloud import deploy
 from cloud.workflow import ExecutionResult
 from lambdas import contract
 from lambdas.filter_low_confidence import check_confidence
+from scones.emulator import is_ministack
 
 pytestmark = pytest.mark.integration
 
@@ -68,15 +67,6 @@ def lambda_error(error: Exception) -> dict:
     exception's class name as the error, the function's error payload as the cause."""
     cause = {"errorMessage": str(error), "errorType": type(error).__name__, "stackTrace": []}
     return {"error": type(error).__name__, "cause": json.dumps(cause)}
-
-
-def is_ministack(endpoint_url: str) -> bool:
-    """ministack answers its own health path; LocalStack does not."""
-    try:
-        with urllib.request.urlopen(endpoint_url.rstrip("/") + "/_ministack/health", timeout=5):
-            return True
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @pytest.fixture(scope="module")
