@@ -14,6 +14,7 @@ builds and checks the ledger), tears everything down.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -58,6 +60,26 @@ def train_quick_model(folder: Path) -> Path:
     metrics = train_from_folder(folder, model_dir, quick_hyperparameters())
     print(f"trained the quick model in {time.perf_counter() - started:.0f} s: {metrics}", flush=True)
     return model_dir
+
+
+@contextlib.contextmanager
+def deployed_stack(
+    server: ModelServer, endpoint_name: str, stack_prefix: str, threshold: float
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """The emulator (embedded, or the one at AWS_ENDPOINT_URL) with `server` running and a throwaway stack
+    deployed against it: yields (emulator URL, stack outputs); tears the stack down and stops both after."""
+    stack_name = f"{stack_prefix}-{uuid.uuid4().hex[:8]}"
+    with emulator_endpoint() as url, aws_environment_for(url), server:
+        config = DeployConfig(
+            stack_name=stack_name,
+            model_endpoint_name=endpoint_name,
+            model_endpoint_url=server.url,
+            confidence_threshold=threshold,
+        )
+        try:
+            yield url, deploy_stack(config, timeout_s=600)
+        finally:
+            teardown_stack(stack_name, timeout_s=600)
 
 
 def latency_line(seconds: list[float]) -> str:
@@ -104,33 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir or train_quick_model(folder)
     files = Path(tempfile.mkdtemp(prefix="scones-ledger-"))
     captures = files / "captures"
-    stack_name = f"scones-ledger-{uuid.uuid4().hex[:8]}"
     server = ModelServer(model_dir, log_path=files / "model-server.log", capture_destination=str(captures))
-    with emulator_endpoint() as url, aws_environment_for(url), server:
-        config = DeployConfig(
-            stack_name=stack_name,
-            model_endpoint_name=ENDPOINT_NAME,
-            model_endpoint_url=server.url,
-            confidence_threshold=args.threshold,
+    with deployed_stack(server, ENDPOINT_NAME, "scones-ledger", args.threshold) as (url, outputs):
+        print(f"emulator {url}; model server {server.url} (log {server.log_path}, captures {captures})")
+        print(f"{args.executions} executions, {args.concurrency} at a time (cold starts included)", flush=True)
+        session = boto3.Session()
+        ledger, wall_s = run_ledgered_batch(
+            session,
+            outputs,
+            images,
+            ModelServerFiles(ENDPOINT_NAME, server.log_path, str(captures), url=server.url),
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
         )
-        try:
-            outputs = deploy_stack(config, timeout_s=600)
-            print(f"emulator {url}; model server {server.url} (log {server.log_path}, captures {captures})")
-            print(f"{args.executions} executions, {args.concurrency} at a time (cold starts included)", flush=True)
-            session = boto3.Session()
-            ledger, wall_s = run_ledgered_batch(
-                session,
-                outputs,
-                images,
-                ModelServerFiles(ENDPOINT_NAME, server.log_path, str(captures), url=server.url),
-                concurrency=args.concurrency,
-                timeout_s=args.timeout,
-            )
-            # The same question asked once more, of the whole state machine: nothing may be left running.
-            sfn = make_client(session, "stepfunctions")
-            running = sfn.list_executions(stateMachineArn=outputs["StateMachineArn"], statusFilter="RUNNING")
-        finally:
-            teardown_stack(stack_name, timeout_s=600)
+        # The same question asked once more, of the whole state machine: nothing may be left running.
+        sfn = make_client(session, "stepfunctions")
+        running = sfn.list_executions(stateMachineArn=outputs["StateMachineArn"], statusFilter="RUNNING")
     problems = check_ledger(ledger)
     if running["executions"]:
         problems.append(f"list_executions(statusFilter=RUNNING) still lists {len(running['executions'])}")

@@ -25,10 +25,10 @@ import boto3
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_ledger import DEFAULT_DATA_DIR, image_folder, train_quick_model
+from load_ledger import DEFAULT_DATA_DIR, deployed_stack, image_folder, train_quick_model
 
-from cloud.deploy import DeployConfig, deploy_stack, make_client, teardown_stack
-from scones.emulator import aws_environment_for, emulator_endpoint
+from cloud.deploy import make_client
+from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 from scones.ledger import choose_images
 from scones.model_server import ModelServer
 from scones.prefix_batch import format_summary, run_prefix_batch
@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=1000, help="images to put under the prefix")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="bicycle/ and motorcycle/ PNGs")
     parser.add_argument("--model-dir", type=Path, help="a trained model to serve (default: train the quick one)")
-    parser.add_argument("--threshold", type=float, default=0.93, help="confidence threshold of the stack")
+    parser.add_argument(
+        "--threshold", type=float, default=DEFAULT_CONFIDENCE_THRESHOLD, help="confidence threshold of the stack"
+    )
     parser.add_argument("--tolerated-failure-percentage", type=float, default=0.0, help="of the batch")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds the batch may take")
     parser.add_argument("--json", type=Path, help="also write the numbers and the summary here")
@@ -69,35 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     repeats = "" if args.images <= distinct else f" (over {distinct} distinct: images repeat)"
     print(f"{args.images} real images from {folder}{repeats}", flush=True)
     model_dir = args.model_dir or train_quick_model(folder)
-    stack_name = f"scones-prefix-{uuid.uuid4().hex[:8]}"
     server = ModelServer(model_dir)
-    with emulator_endpoint() as url, aws_environment_for(url), server:
-        config = DeployConfig(
-            stack_name=stack_name,
-            model_endpoint_name=ENDPOINT_NAME,
-            model_endpoint_url=server.url,
-            confidence_threshold=args.threshold,
+    with deployed_stack(server, ENDPOINT_NAME, "scones-prefix", args.threshold) as (url, outputs):
+        session = boto3.Session()
+        bucket, prefix = outputs["ImageBucketName"], f"bench-{uuid.uuid4().hex[:8]}/"
+        upload_s = upload(make_client(session, "s3"), bucket, prefix, images)
+        print(f"emulator {url}; model server {server.url}; uploaded in {upload_s:.1f} s", flush=True)
+        started = time.perf_counter()
+        result = run_prefix_batch(
+            session,
+            outputs,
+            bucket,
+            prefix,
+            tolerated_failure_percentage=args.tolerated_failure_percentage,
+            timeout_s=args.timeout,
         )
-        try:
-            outputs = deploy_stack(config, timeout_s=600)
-            session = boto3.Session()
-            bucket, prefix = outputs["ImageBucketName"], f"bench-{uuid.uuid4().hex[:8]}/"
-            upload_s = upload(make_client(session, "s3"), bucket, prefix, images)
-            print(f"emulator {url}; model server {server.url}; uploaded in {upload_s:.1f} s", flush=True)
-            started = time.perf_counter()
-            result = run_prefix_batch(
-                session,
-                outputs,
-                bucket,
-                prefix,
-                tolerated_failure_percentage=args.tolerated_failure_percentage,
-                timeout_s=args.timeout,
-            )
-            wall_s = time.perf_counter() - started
-            sfn = make_client(session, "stepfunctions")
-            running = sfn.list_executions(stateMachineArn=outputs["BatchStateMachineArn"], statusFilter="RUNNING")
-        finally:
-            teardown_stack(stack_name, timeout_s=600)
+        wall_s = time.perf_counter() - started
+        sfn = make_client(session, "stepfunctions")
+        running = sfn.list_executions(stateMachineArn=outputs["BatchStateMachineArn"], statusFilter="RUNNING")
     load_after = os.getloadavg()
     problems = []
     if result.status != "SUCCEEDED":

@@ -13,20 +13,18 @@ held-out fold: routed precision and coverage (share routed). The fixed default t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
+from folds import add_fold_arguments, append_json, prepare, run_folds
 
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.classifier import load_model_dir, probabilities
-from local_model.data import holdout_split, load_image_folder, stratified_folds
+from local_model.data import holdout_split
 from local_model.threshold import choose_threshold, fit_temperature, routed_precision_coverage
 from local_model.train import Hyperparameters, train_model
-from scones.steps import parse_overrides
 
 
 def measure(threshold: float | None, probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -83,24 +81,12 @@ def mean_of(results: list[dict], mode: str, which: str, key: str) -> float | Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True, help="folder with bicycle/ and motorcycle/")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--only-folds", type=int, default=0, help="run only the first N folds (0 = all)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
-    parser.add_argument("--json-out", type=Path, help="append the results as one JSON line here")
+    add_fold_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    hp = Hyperparameters.from_dict(parse_overrides(args.set))
-    data = load_image_folder(args.data_dir)
-    print(f"hyperparameters: {hp}", flush=True)
-    results = []
-    folds = stratified_folds(data.labels, args.folds, seed=1234)
-    for k, held in enumerate(folds[: args.only_folds or None]):
-        train_idx = np.setdiff1d(np.arange(len(data)), held)
-        results.append(run_fold(data, train_idx, held, hp))
-        print(describe(f"fold {k + 1}/{args.folds}", results[-1]), flush=True)
+    hp, data = prepare(args)
+    results = run_folds(
+        data, args, lambda train, held: run_fold(data, train, held, hp), lambda n, r: print(describe(n, r), flush=True)
+    )
     summary = {"hyperparameters": vars(hp), "folds": args.folds, "runs": results}
     print(f"SUMMARY over {len(results)} fold(s), target routed precision {hp.routed_precision_target}:")
     for mode in ("uncalibrated", "calibrated"):
@@ -118,9 +104,7 @@ def main() -> int:
             f"({fallbacks} fold(s) fell back) | default {DEFAULT_CONFIDENCE_THRESHOLD}: precision "
             f"{shown['default_on_test_precision']}, coverage {shown['default_on_test_coverage']}"
         )
-    if args.json_out:
-        with open(args.json_out, "a") as f:
-            f.write(json.dumps(summary) + "\n")
+    append_json(args.json_out, summary)
     return 0
 
 

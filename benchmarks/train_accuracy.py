@@ -11,7 +11,6 @@ With --test-dir: train on every image in --data-dir, evaluate on the labelled fo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -19,22 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
+from folds import add_fold_arguments, append_json, prepare, run_folds
 
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.classifier import CLASSES, load_model_dir
-from local_model.data import load_image_folder, stratified_folds
+from local_model.data import load_image_folder
 from local_model.train import Hyperparameters, evaluate, train_model
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        overrides[key] = value
-    return overrides
 
 
 def run_once(train, test, hp: Hyperparameters) -> dict:
@@ -62,29 +51,19 @@ def print_result(name: str, r: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True, help="folder with bicycle/ and motorcycle/")
+    add_fold_arguments(parser)
     parser.add_argument("--test-dir", type=Path, help="labelled folder to evaluate on (else k-fold CV)")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--only-folds", type=int, default=0, help="run only the first N folds (0 = all)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
-    parser.add_argument("--json-out", type=Path, help="append the results as one JSON line here")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    hp = Hyperparameters.from_dict(parse_overrides(args.set))
-    data = load_image_folder(args.data_dir)
-    print(f"hyperparameters: {hp}", flush=True)
-    results = []
+    hp, data = prepare(args)
     if args.test_dir:
-        results.append(run_once(data, load_image_folder(args.test_dir), hp))
+        results = [run_once(data, load_image_folder(args.test_dir), hp)]
         print_result(f"test {args.test_dir}", results[0])
     else:
-        folds = stratified_folds(data.labels, args.folds, seed=1234)
-        for k, held in enumerate(folds[: args.only_folds or None]):
-            train_idx = np.setdiff1d(np.arange(len(data)), held)
-            results.append(run_once(data.subset(train_idx), data.subset(held), hp))
-            print_result(f"fold {k + 1}/{args.folds}", results[-1])
+
+        def fold(train_idx, held_idx):
+            return run_once(data.subset(train_idx), data.subset(held_idx), hp)
+
+        results = run_folds(data, args, fold, print_result)
     accs = [r["accuracy"] for r in results]
     summary = {
         "hyperparameters": vars(hp),
@@ -103,9 +82,7 @@ def main() -> int:
         f"train {summary['train_seconds_mean']:.1f} s mean; confusion {summary['confusion_matrix_total']}; "
         f"routed at the workflow's threshold {summary['routed_fraction_mean']:.2f}"
     )
-    if args.json_out:
-        with open(args.json_out, "a") as f:
-            f.write(json.dumps(summary) + "\n")
+    append_json(args.json_out, summary)
     return 0
 
 
