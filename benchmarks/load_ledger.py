@@ -63,16 +63,14 @@ def train_quick_model(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def deployed_stack(
-    server: ModelServer, endpoint_name: str, stack_prefix: str, threshold: float
-) -> Iterator[tuple[str, dict[str, str]]]:
+def deployed_stack(server: ModelServer, stack_prefix: str, threshold: float) -> Iterator[tuple[str, dict[str, str]]]:
     """The emulator (embedded, or the one at AWS_ENDPOINT_URL) with `server` running and a throwaway stack
     deployed against it: yields (emulator URL, stack outputs); tears the stack down and stops both after."""
     stack_name = f"{stack_prefix}-{uuid.uuid4().hex[:8]}"
     with emulator_endpoint() as url, aws_environment_for(url), server:
         config = DeployConfig(
             stack_name=stack_name,
-            model_endpoint_name=endpoint_name,
+            model_endpoint_name=server.endpoint_name,
             model_endpoint_url=server.url,
             confidence_threshold=threshold,
         )
@@ -126,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir or train_quick_model(folder)
     files = Path(tempfile.mkdtemp(prefix="scones-ledger-"))
     captures = files / "captures"
-    server = ModelServer(model_dir, log_path=files / "model-server.log", capture_destination=str(captures))
-    with deployed_stack(server, ENDPOINT_NAME, "scones-ledger", args.threshold) as (url, outputs):
+    server = ModelServer(
+        model_dir, log_path=files / "model-server.log", capture_destination=str(captures), endpoint_name=ENDPOINT_NAME
+    )
+    with deployed_stack(server, "scones-ledger", args.threshold) as (url, outputs):
         print(f"emulator {url}; model server {server.url} (log {server.log_path}, captures {captures})")
         print(f"{args.executions} executions, {args.concurrency} at a time (cold starts included)", flush=True)
         session = boto3.Session()

@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     repeats = "" if args.images <= distinct else f" (over {distinct} distinct: images repeat)"
     print(f"{args.images} real images from {folder}{repeats}", flush=True)
     model_dir = args.model_dir or train_quick_model(folder)
-    server = ModelServer(model_dir)
-    with deployed_stack(server, ENDPOINT_NAME, "scones-prefix", args.threshold) as (url, outputs):
+    server = ModelServer(model_dir, endpoint_name=ENDPOINT_NAME)
+    with deployed_stack(server, "scones-prefix", args.threshold) as (url, outputs):
         session = boto3.Session()
         bucket, prefix = outputs["ImageBucketName"], f"bench-{uuid.uuid4().hex[:8]}/"
         upload_s = upload(make_client(session, "s3"), bucket, prefix, images)

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         extra_args = [] if args.access_log else ["--no-access-log"]
         with ModelServer(model_dir, env=env, extra_args=extra_args) as server:
-            for path in ("/invocations", "/endpoints/bench/invocations"):
+            for path in ("/invocations", f"/endpoints/{server.endpoint_name}/invocations"):
                 stats = percentiles_ms(measure_http(server.url, bodies, args.requests, args.warmup, path))
                 rows.append((f"HTTP POST {path}, 1 PNG", stats))
 

@@ -30,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud import manifest
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
+from local_model.settings import DEFAULT_ENDPOINT_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ BATCH_STATE_MACHINE_PATH = ROOT / "statemachine" / "batch_classification.asl.jso
 LAMBDAS_DIR = ROOT / "lambdas"
 
 DEFAULT_STACK_NAME = "scones"
-DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
 
 # Template parameter holding each function's zip key -> the handler module the zip is built around.
 LAMBDA_HANDLERS = {

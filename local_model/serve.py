@@ -4,7 +4,8 @@
 - `POST /invocations`: the container contract; image bytes in, `[p_bicycle, p_motorcycle]` out.
 - `POST /endpoints/{name}/invocations`: the SageMaker Runtime API path, answering as the Runtime service
   does (container errors wrapped as `ModelError`, HTTP 424), so `boto3.client("sagemaker-runtime")` with
-  AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME pointing here works unchanged.
+  AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME pointing here works unchanged. Only the served endpoint's name is
+  answered (SCONES_ENDPOINT_NAME); another name gets SageMaker's ValidationError, as on AWS.
 
 Run: `python -m local_model.serve [--model-dir D] [--host H] [--port P]` (settings: local_model.settings).
 """
@@ -31,7 +32,7 @@ from starlette.routing import Route
 from local_model import inference
 from local_model.capture import CaptureWriter
 from local_model.inference import BodyTooLargeError, EmptyBodyError, InferenceRequestError
-from local_model.settings import ServeSettings, SettingsError, read_serve_settings
+from local_model.settings import ENDPOINT_NAME_VAR, ServeSettings, SettingsError, read_serve_settings
 
 logger = logging.getLogger("local_model.serve")  # not __name__: that is "__main__" under `python -m`
 
@@ -146,6 +147,17 @@ async def runtime_invocations(request: Request) -> Response:
     if not ENDPOINT_NAME_PATTERN.match(name):
         return JSONResponse(
             {"message": f"endpoint name {name!r} does not satisfy {ENDPOINT_NAME_PATTERN.pattern}"},
+            status_code=400,
+            headers={"x-amzn-ErrorType": "ValidationError"},
+        )
+    served = request.app.state.server.settings.capture.endpoint_name
+    if name != served:
+        # SageMaker's answer for an endpoint that does not exist, with what this server does serve.
+        return JSONResponse(
+            {
+                "message": f"Endpoint {name} not found: this model server serves the endpoint {served!r} "
+                f"(set {ENDPOINT_NAME_VAR} to serve another name)"
+            },
             status_code=400,
             headers={"x-amzn-ErrorType": "ValidationError"},
         )

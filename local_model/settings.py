@@ -37,7 +37,10 @@ DEFAULT_CAPTURE_SAMPLING_PERCENTAGE = 100.0
 CAPTURE_FLUSH_SECONDS_VAR = "SCONES_CAPTURE_FLUSH_SECONDS"
 DEFAULT_CAPTURE_FLUSH_SECONDS = 1.0  # short, so a local user sees captured requests almost at once
 ENDPOINT_NAME_VAR = "SCONES_ENDPOINT_NAME"
-DEFAULT_ENDPOINT_NAME = "local-endpoint"  # names captures of /invocations, which carries no endpoint name
+# The endpoint this server is, as on SageMaker: `/endpoints/{name}/invocations` answers this name only (others
+# get SageMaker's ValidationError, so a typo fails here, not after promotion), and it names the captures (also
+# those of /invocations, which carries no name). One default for the whole project: cloud/deploy.py uses it.
+DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
 
 
 class SettingsError(ValueError):

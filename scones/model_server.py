@@ -102,6 +102,12 @@ class ModelServer:
         self._log_file = None
 
     @property
+    def endpoint_name(self) -> str:
+        """The one endpoint name the server answers on /endpoints/{name}/invocations (and files captures under)."""
+        name = self._env.get(settings.ENDPOINT_NAME_VAR) or os.environ.get(settings.ENDPOINT_NAME_VAR, "")
+        return name.strip() or settings.DEFAULT_ENDPOINT_NAME
+
+    @property
     def url(self) -> str:
         if self.port is None:
             raise ModelServerError("the model server has not been started")

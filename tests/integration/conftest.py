@@ -22,6 +22,7 @@ import pytest
 from cloud.deploy import DeployConfig, deploy_stack, stack_status, teardown_stack
 from lambdas.classify_image import invoke_endpoint
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
+from local_model.settings import DEFAULT_ENDPOINT_NAME
 from local_model.train import train_from_folder
 from scones.emulator import aws_environment_for, emulator_endpoint
 from scones.model_server import ModelServer
@@ -33,7 +34,9 @@ DATA_DIR_VAR = "SCONES_DATA_DIR"
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar100-bikes"
 MODEL_URL_VAR = "SCONES_IT_MODEL_URL"
 LAMBDA_MODEL_URL_VAR = "SCONES_IT_LAMBDA_MODEL_URL"
-ENDPOINT_NAME = "scones-it-classifier"
+# The project's default name: the compose model container serves it (SCONES_ENDPOINT_NAME unset), and the
+# model server answers no other name on the SageMaker Runtime path.
+ENDPOINT_NAME = DEFAULT_ENDPOINT_NAME
 # Deliberately the workflow's default, not the suite model's chosen threshold: the suite's images are picked
 # by score against a known threshold, and its 10-epoch model's chosen one varies or falls back. That
 # model.json's threshold reaches the stack is tested by the demo (tests/integration/test_demo.py).
@@ -100,7 +103,10 @@ def model_server(request, tmp_path_factory) -> RunningModelServer:
     model_dir = request.getfixturevalue("model_dir")
     files = tmp_path_factory.mktemp("model-server")
     captures = str(files / "captures")
-    with ModelServer(model_dir, log_path=files / "server.log", capture_destination=captures) as server:
+    server = ModelServer(
+        model_dir, log_path=files / "server.log", capture_destination=captures, endpoint_name=ENDPOINT_NAME
+    )
+    with server:
         yield RunningModelServer(server.url, server.url, server.log_path, captures)
 
 

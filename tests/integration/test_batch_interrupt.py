@@ -57,7 +57,7 @@ def paused_server(model_dir, tmp_path_factory):
     if os.environ.get(MODEL_URL_VAR):
         pytest.skip(f"{MODEL_URL_VAR} is set: the Lambdas reach only the compose model server, which cannot be paused")
     files = tmp_path_factory.mktemp("interrupt-server")
-    with ModelServer(model_dir, log_path=files / "server.log") as server:
+    with ModelServer(model_dir, log_path=files / "server.log", endpoint_name=ENDPOINT_NAME) as server:
         yield server
 
 

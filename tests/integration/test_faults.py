@@ -106,7 +106,9 @@ def test_model_server_killed_mid_batch_and_restarted(
     image = test_images.confident["bicycle"]
     key = upload_image(s3, fault_stack["ImageBucketName"], image.path.read_bytes())
     event = {"s3_bucket": fault_stack["ImageBucketName"], "s3_key": key}
-    server = ModelServer(model_dir, port=fault_port, log_path=tmp_path / "server.log").start()
+    server = ModelServer(
+        model_dir, port=fault_port, log_path=tmp_path / "server.log", endpoint_name=ENDPOINT_NAME
+    ).start()
     try:
         warm = run_workflow(event, fault_stack, timeout_s=EXECUTION_TIMEOUT_S)
         assert warm.label == "bicycle", warm.summary()

@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from cloud.deploy import DeployConfig
 from local_model import settings
 from scones import emulator, sagemaker_local, steps
 from scones.cli import DEFAULT_WORKDIR
@@ -27,6 +28,7 @@ VARIABLES = {
     "LOCALSTACK_AUTH_TOKEN",
     "SCONES_MODEL_HOST_DIR",
     "SCONES_CAPTURE_DESTINATION",
+    "SCONES_ENDPOINT_NAME",
     "AWS_DEFAULT_REGION",
     "DOCKER_SOCKET",
 }
@@ -200,6 +202,8 @@ def test_model_environment_names_are_read_by_the_server(compose):
     ours = {name for name in env if name.startswith("SCONES_")}
     assert ours and ours <= known, ours - known
     assert env[settings.CAPTURE_DESTINATION_VAR] == ""  # capture off unless the user sets a destination
+    # The endpoint the stack names by default is the one the container answers.
+    assert env[settings.ENDPOINT_NAME_VAR] == settings.DEFAULT_ENDPOINT_NAME == DeployConfig().model_endpoint_name
     # boto3 (the capture writer's S3 client) finds LocalStack by its service name on the shared network.
     assert env["AWS_ENDPOINT_URL"] == f"http://localstack:{LOCALSTACK_PORT}"
 

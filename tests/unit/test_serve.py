@@ -19,12 +19,14 @@ from moto import mock_aws
 from PIL import Image
 from starlette.testclient import TestClient
 
+from cloud import deploy
 from local_model import inference, serve
 from local_model.capture import read_captured_inferences
-from local_model.settings import SettingsError, read_serve_settings
+from local_model.settings import DEFAULT_ENDPOINT_NAME, SettingsError, read_serve_settings
 from scones.model_server import ModelServer
 
 MAX_BODY_BYTES = 1_000_000  # small, so the 413 cases stay cheap
+SERVED = DEFAULT_ENDPOINT_NAME  # the endpoint a server serves unless SCONES_ENDPOINT_NAME names another
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -94,7 +96,7 @@ def test_large_photo_is_decoded_off_the_event_loop_and_answered(client, expected
 
 def test_runtime_path_answers_like_sagemaker_runtime(client, expected):
     body = png_rgba(seed=8)
-    response = post(client, body, path="/endpoints/bikes-endpoint/invocations")
+    response = post(client, body, path=f"/endpoints/{SERVED}/invocations")
     assert response.status_code == 200
     assert response.headers["x-amzn-invoked-production-variant"] == "AllTraffic"
     assert response.json() == pytest.approx(expected(body), abs=1e-6)
@@ -193,7 +195,7 @@ def test_corrupted_images_never_cause_a_server_error(client):
 
 
 def test_runtime_path_wraps_container_errors_as_model_error(client):
-    response = post(client, png_rgba(), "text/plain", path="/endpoints/bikes/invocations")
+    response = post(client, png_rgba(), "text/plain", path=f"/endpoints/{SERVED}/invocations")
     assert response.status_code == 424
     assert response.headers["x-amzn-errortype"] == "ModelError"
     payload = response.json()
@@ -206,6 +208,21 @@ def test_runtime_path_refuses_invalid_endpoint_names(client, name):
     response = post(client, png_rgba(), path=f"/endpoints/{name}/invocations")
     assert response.status_code == 400
     assert response.headers["x-amzn-errortype"] == "ValidationError"
+
+
+@pytest.mark.parametrize("name", ["scones-image-classifer", "bikes", f"{SERVED}-2"])
+def test_runtime_path_refuses_endpoints_it_does_not_serve(client, name):
+    """As SageMaker answers an endpoint that does not exist: a typo fails here, not only after promotion."""
+    response = post(client, png_rgba(), path=f"/endpoints/{name}/invocations")
+    assert response.status_code == 400
+    assert response.headers["x-amzn-errortype"] == "ValidationError"
+    message = response.json()["message"]
+    assert message.startswith(f"Endpoint {name} not found") and repr(SERVED) in message
+    assert "SCONES_ENDPOINT_NAME" in message
+
+
+def test_the_served_endpoint_is_the_one_deploy_names_by_default():
+    assert deploy.DeployConfig().model_endpoint_name == SERVED == read_serve_settings({}).capture.endpoint_name
 
 
 # Model loading
@@ -231,16 +248,22 @@ def test_settings_are_read_from_the_environment_when_the_app_is_created(model_di
 
 def test_successful_requests_are_captured_and_flushed_on_shutdown(model_dir, tmp_path, expected):
     destination = tmp_path / "capture"
-    settings = settings_for(model_dir, SCONES_CAPTURE_DESTINATION=str(destination), SCONES_CAPTURE_FLUSH_SECONDS="3600")
+    settings = settings_for(
+        model_dir,
+        SCONES_CAPTURE_DESTINATION=str(destination),
+        SCONES_CAPTURE_FLUSH_SECONDS="3600",
+        SCONES_ENDPOINT_NAME="shop-endpoint",
+    )
     bodies = [png_rgba(seed=s) for s in range(3)]
     with TestClient(serve.create_app(settings)) as client:
         for body in bodies[:2]:
             assert post(client, body).status_code == 200
         assert post(client, bodies[2], path="/endpoints/shop-endpoint/invocations").status_code == 200
         assert post(client, b"junk").status_code == 400  # failed requests are not captured
+        assert post(client, bodies[0], path="/endpoints/other-endpoint/invocations").status_code == 400  # nor these
         assert list(read_captured_inferences(destination)) == []  # still buffered: flush is an hour away
     captured = list(read_captured_inferences(destination))
-    assert sorted(c.endpoint_name for c in captured) == ["local-endpoint", "local-endpoint", "shop-endpoint"]
+    assert [c.endpoint_name for c in captured] == ["shop-endpoint"] * 3
     by_body = {c.input_body: c for c in captured}
     assert set(by_body) == set(bodies)
     for body in bodies:
@@ -263,7 +286,9 @@ def test_capture_to_s3_uses_the_sagemaker_layout(model_dir, monkeypatch):
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="capture-bucket")
-        settings = settings_for(model_dir, SCONES_CAPTURE_DESTINATION="s3://capture-bucket/datacapture")
+        settings = settings_for(
+            model_dir, SCONES_CAPTURE_DESTINATION="s3://capture-bucket/datacapture", SCONES_ENDPOINT_NAME="bikes"
+        )
         body = png_rgba(seed=5)
         with TestClient(serve.create_app(settings)) as client:
             assert post(client, body, path="/endpoints/bikes/invocations").status_code == 200
@@ -367,7 +392,7 @@ def runtime_client(http_server, monkeypatch):
 def test_boto3_invoke_endpoint_works_unchanged(runtime_client, expected):
     body = png_rgba(seed=12)
     response = runtime_client.invoke_endpoint(
-        EndpointName="bikes-endpoint", ContentType="image/png", Accept="application/json", Body=body
+        EndpointName=SERVED, ContentType="image/png", Accept="application/json", Body=body
     )
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert response["ContentType"] == "application/json"
@@ -377,12 +402,20 @@ def test_boto3_invoke_endpoint_works_unchanged(runtime_client, expected):
 
 def test_boto3_sees_bad_input_as_model_error(runtime_client):
     with pytest.raises(ClientError) as error:
-        runtime_client.invoke_endpoint(EndpointName="bikes-endpoint", ContentType="text/csv", Body=b"1,2,3")
+        runtime_client.invoke_endpoint(EndpointName=SERVED, ContentType="text/csv", Body=b"1,2,3")
     assert error.value.response["Error"]["Code"] == "ModelError"
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert error.value.response["OriginalStatusCode"] == 415
     assert "UnsupportedContentTypeError" in error.value.response["OriginalMessage"]
     assert runtime_client.exceptions.ModelError is type(error.value)
+
+
+def test_boto3_sees_an_endpoint_not_served_as_validation_error(runtime_client):
+    with pytest.raises(ClientError) as error:
+        runtime_client.invoke_endpoint(EndpointName="scones-typo", ContentType="image/png", Body=png_rgba())
+    assert error.value.response["Error"]["Code"] == "ValidationError"
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "Endpoint scones-typo not found" in error.value.response["Error"]["Message"]
 
 
 def test_http_capture_is_flushed_when_the_server_stops(model_dir, tmp_path, expected):
@@ -424,7 +457,7 @@ def test_settings_defaults_and_precedence():
     assert read_serve_settings({"SAGEMAKER_BIND_TO_PORT": "9000", "SCONES_PORT": "9001"}).port == 9001
     defaults = read_serve_settings({})
     assert defaults.max_body_bytes == 6 * 1024 * 1024 and defaults.torch_threads == 1
-    assert not defaults.capture.enabled and defaults.capture.endpoint_name == "local-endpoint"
+    assert not defaults.capture.enabled and defaults.capture.endpoint_name == SERVED
     assert read_serve_settings({"SCONES_CAPTURE_DESTINATION": "s3://b/p"}).capture.enabled
     off = {"SCONES_CAPTURE_DESTINATION": "s3://b/p", "SCONES_CAPTURE_SAMPLING_PERCENTAGE": "0"}
     assert not read_serve_settings(off).capture.enabled
