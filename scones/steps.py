@@ -8,6 +8,8 @@ import itertools
 import json
 import os
 import shutil
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,13 +247,53 @@ def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool 
 
 
 def require_model(workdir: Path) -> ModelPaths:
-    """The trained model's paths; NoTrainedModelError with the fix when there is none."""
+    """The trained model's paths; NoTrainedModelError saying exactly what is missing when there is none.
+
+    model.tar.gz is the model (what training writes, what promotion uploads); the folder beside it in opt_ml/
+    is its unpacked copy, which the in-process commands load. A workdir holding only model/model.tar.gz (copied
+    from another machine, or trained elsewhere) gets the copy unpacked here, and so does one whose tarball was
+    replaced since (its model.json is not the copy's)."""
     paths = model_paths(workdir)
-    if not (paths.model_dir.is_dir() and paths.tarball.is_file()):
+    if not paths.tarball.is_file():
+        unpacked = " (an unpacked model is in " + str(paths.model_dir) + ", but not its model.tar.gz)"
         raise NoTrainedModelError(
-            f"no trained model in {paths.tarball.parent}: run `scones train` (or `scones train --quick`) first"
+            f"no trained model: {paths.tarball} is missing{unpacked if paths.model_dir.is_dir() else ''}. "
+            "Run `scones train` (or `scones train --quick`), or copy a model.tar.gz there"
         )
+    if _unpacked_copy_is_stale(paths):
+        unpack_model(paths)
     return paths
+
+
+def _unpacked_copy_is_stale(paths: ModelPaths) -> bool:
+    """Whether the unpacked copy is missing or is not the tarball's (their model.json differ: it holds the
+    training run's metrics, so two trainings practically never write the same one)."""
+    meta = paths.model_dir / classifier.META_FILE
+    if not meta.is_file():
+        return True
+    try:
+        with tarfile.open(paths.tarball, "r:gz") as tar:
+            member = tar.extractfile(classifier.META_FILE)
+            return member is None or member.read() != meta.read_bytes()
+    except (KeyError, tarfile.TarError, OSError, EOFError):
+        return True  # unpacking names what is wrong with it
+
+
+def unpack_model(paths: ModelPaths) -> None:
+    """Replace the unpacked copy with model.tar.gz's content (unpacked beside it first, then swapped in, so an
+    unreadable tarball leaves the old copy as it was)."""
+    paths.model_dir.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=".model-", dir=paths.model_dir.parent))
+    try:
+        classifier.unpack_model_tar(paths.tarball, fresh)
+        if not (fresh / classifier.META_FILE).is_file():
+            raise NoTrainedModelError(f"{paths.tarball} holds no {classifier.META_FILE}: it is not a model.tar.gz")
+        shutil.rmtree(paths.model_dir, ignore_errors=True)
+        fresh.rename(paths.model_dir)
+    except classifier.ModelFormatError as e:
+        raise NoTrainedModelError(f"{e}: train again (`scones train`) or copy an intact model.tar.gz") from e
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 def evaluate_model(workdir: Path, staged: StagedData, threshold, plot_path: Path | None = None) -> dict:

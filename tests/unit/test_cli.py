@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from image_samples import make_model_dir
 from typer.testing import CliRunner
 
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.capture import build_capture_record, capture_file_name
-from scones import cli
+from local_model.classifier import load_model_dir, pack_model_tar
+from scones import cli, steps
 from scones.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from scones.state import CorruptStateError, SessionState, read_state, write_state
 
@@ -40,12 +43,58 @@ def workdir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def trained_workdir(workdir) -> Path:
-    """A workdir that has a model as `scones train` leaves it (the files' content is not read here)."""
-    (workdir / "opt_ml" / "model").mkdir(parents=True)
-    (workdir / "model").mkdir()
-    (workdir / "model" / "model.tar.gz").write_bytes(b"not read by these tests")
+def trained_workdir(workdir, model_dir) -> Path:
+    """A workdir that has a model as `scones train` leaves it: model.tar.gz and its unpacked copy."""
+    paths = steps.model_paths(workdir)
+    shutil.copytree(model_dir, paths.model_dir)
+    pack_model_tar(paths.model_dir, paths.tarball)
     return workdir
+
+
+def test_a_workdir_holding_only_model_tar_gz_gets_it_unpacked(workdir, model_dir):
+    """model/model.tar.gz copied from another machine is a trained model: its unpacked copy is made."""
+    paths = steps.model_paths(workdir)
+    pack_model_tar(model_dir, paths.tarball)
+    assert steps.require_model(workdir) == paths
+    assert (paths.model_dir / "model.json").read_bytes() == (model_dir / "model.json").read_bytes()
+    assert load_model_dir(paths.model_dir) is not None
+
+
+def test_a_replaced_model_tar_gz_replaces_the_unpacked_copy(trained_workdir, tmp_path):
+    paths = steps.model_paths(trained_workdir)
+    other = make_model_dir(tmp_path / "other", seed=7)
+    meta = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**meta, "note": "trained elsewhere"}))
+    pack_model_tar(other, paths.tarball)
+    steps.require_model(trained_workdir)
+    assert (paths.model_dir / "model.json").read_bytes() == (other / "model.json").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("content", "says"), [(b"not a tarball", "not a readable model.tar.gz"), (None, "holds no model.json")]
+)
+def test_an_unreadable_model_tar_gz_is_named_and_the_old_copy_kept(trained_workdir, tmp_path, content, says):
+    paths = steps.model_paths(trained_workdir)
+    before = (paths.model_dir / "model.json").read_bytes()
+    if content is None:  # a real tarball, of something else
+        (tmp_path / "stray").mkdir()
+        (tmp_path / "stray" / "notes.txt").write_text("no model here")
+        pack_model_tar(tmp_path / "stray", paths.tarball)
+    else:
+        paths.tarball.write_bytes(content)
+    result = run("serve", "--workdir", trained_workdir)
+    assert result.exit_code == EXIT_ENVIRONMENT
+    assert says in error_line(result)
+    assert (paths.model_dir / "model.json").read_bytes() == before
+    assert not [p for p in paths.model_dir.parent.iterdir() if p.name.startswith(".model-")]  # no leftovers
+
+
+def test_only_an_unpacked_model_names_the_missing_tarball(workdir, model_dir):
+    paths = steps.model_paths(workdir)
+    shutil.copytree(model_dir, paths.model_dir)
+    result = run("deploy", "--workdir", workdir)
+    assert result.exit_code == EXIT_ENVIRONMENT
+    assert f"{paths.tarball} is missing" in error_line(result) and "but not its model.tar.gz" in error_line(result)
 
 
 def run(*args: str):
