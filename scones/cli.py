@@ -467,9 +467,9 @@ def up(
             sha256 = steps.sha256_of(paths.tarball)
             say(f"deploying stack {stack_name} with the model {paths.tarball} (sha256 {sha256[:12]})")
             with local_environment(connection, workdir, options, paths, sha256, indent(say)) as env:
-                say_outputs(env.deployment.outputs)
-                say(f"up: state in {state_path(workdir)}. For the AWS CLI or boto3 in another terminal:")
-                for line in export_lines(connection):
+                say_outputs({**env.deployment.outputs, "ModelServerUrl": env.deployment.model_server_url})
+                say(f"up: state in {state_path(workdir)}. For the AWS CLI, boto3 or the SageMaker SDK elsewhere:")
+                for line in export_lines(connection, env.deployment.model_server_url):
                     say(f"  export {line}")
                 say("then: scones classify IMAGE.png | scones evaluate | scones captures | scones teardown")
                 say("Ctrl-C stops everything.")

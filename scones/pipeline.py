@@ -126,7 +126,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
             say(f"  saved         {report_path}")
             if options.keep_running:
                 say("Still running (--keep-running). In another terminal:")
-                for line in export_lines(connection):
+                for line in export_lines(connection, env.deployment.model_server_url):
                     say(f"  export {line}")
                 say("  scones classify IMAGE.png   scones evaluate   scones captures")
                 say("Ctrl-C (or `scones teardown`) stops everything.")

@@ -69,11 +69,20 @@ def stop_signals_interrupt() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def export_lines(connection: Connection) -> list[str]:
-    """What a shell needs to point the AWS CLI and boto3 at this environment's emulator."""
+# botocore's per-service endpoint variable for SageMaker Runtime (its service id "SageMaker Runtime"): the
+# emulator has no SageMaker Runtime, the local model server is that endpoint.
+SAGEMAKER_RUNTIME_ENDPOINT_VAR = "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"
+
+
+def export_lines(connection: Connection, model_server_url: str | None = None) -> list[str]:
+    """One line a shell can `export` to point the AWS CLI, boto3 and the SageMaker SDK at this environment:
+    every service at the emulator, SageMaker Runtime (invoke-endpoint, Predictor) at the model server."""
     if connection.endpoint_url is None:
         return []
-    return [" ".join(f"{k}={v}" for k, v in local_aws_environment(connection.endpoint_url).items())]
+    variables = local_aws_environment(connection.endpoint_url)
+    if model_server_url:
+        variables[SAGEMAKER_RUNTIME_ENDPOINT_VAR] = model_server_url
+    return [" ".join(f"{k}={v}" for k, v in variables.items())]
 
 
 @contextlib.contextmanager
