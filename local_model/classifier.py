@@ -10,29 +10,28 @@ into model.tar.gz) holds exactly two files:
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
-import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from local_model.artifact import (  # noqa: F401 (pack/unpack: still importable from here)
+    CLASSES,
+    IMAGE_SIZE,
+    META_FILE,
+    WEIGHTS_FILE,
+    ModelFormatError,
+    pack_model_tar,
+    unpack_model_tar,
+)
 from local_model.model import ResNet9
 
-WEIGHTS_FILE = "model.pt"
-META_FILE = "model.json"
-CLASSES = ("bicycle", "motorcycle")
-IMAGE_SIZE = 32  # pixels, square
 # Per-channel RGB mean/std of the CIFAR-100 training set, in [0, 1] units.
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
-
-
-class ModelFormatError(Exception):
-    """A model directory or model.tar.gz is missing files or does not match this code."""
 
 
 @dataclass
@@ -129,33 +128,3 @@ def load_model_dir(model_dir: Path) -> Classifier:
     except (KeyError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise ModelFormatError(f"{weights_path} does not hold weights for {meta.architecture}: {e}") from e
     return Classifier(networks, meta)
-
-
-def pack_model_tar(model_dir: Path, tar_path: Path) -> Path:
-    """Pack a model directory into a byte-for-byte reproducible model.tar.gz."""
-    import gzip
-
-    model_dir, tar_path = Path(model_dir), Path(tar_path)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-            info = tarfile.TarInfo(path.relative_to(model_dir).as_posix())
-            data = path.read_bytes()
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    tar_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tar_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        gz.write(buffer.getvalue())
-    return tar_path
-
-
-def unpack_model_tar(tar_path: Path, dest: Path) -> Path:
-    """Extract model.tar.gz (regular files only, no paths outside `dest`)."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(tar_path, "r:gz") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise ModelFormatError(f"{tar_path} is not a readable model.tar.gz: {e}") from e
-    return dest

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from local_model.classifier import probabilities
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)  # search range of the temperature (log-unifor
 
 def negative_log_likelihood(logits: torch.Tensor, labels: np.ndarray, temperature: float) -> float:
     """Mean NLL of the true class under the averaged probabilities at `temperature`."""
+    import torch  # here, not above: the threshold and curve functions serve reports that need no torch
+
+    from local_model.classifier import probabilities
+
     probs = probabilities(logits, temperature).clamp_min(1e-12)
     return float(-torch.log(probs[torch.arange(len(labels)), torch.as_tensor(labels)]).mean())
 

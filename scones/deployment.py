@@ -15,7 +15,7 @@ from cloud.deploy import DEFAULT_ENDPOINT_NAME, DeployConfig, deploy_stack, tear
 from cloud.manifest import MANIFEST_NAME
 from cloud.promote import PromotionConfig, format_plan, plan_promotion, promote, promotion_session, teardown_promotion
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
-from local_model.classifier import META_FILE
+from local_model.artifact import META_FILE
 from scones.errors import StepFailedError
 from scones.model_server import ModelServer, find_free_port
 from scones.steps import ModelPaths, model_paths

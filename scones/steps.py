@@ -1,4 +1,7 @@
-"""The workflow's steps as plain functions (the CLI and the tests call these): stage, train, evaluate."""
+"""The workflow's steps as plain functions (the CLI and the tests call these): stage, train, evaluate.
+
+The model code (torch) is imported inside the functions that train or evaluate, so that every other command
+starts without it (`scones --help`, classify, captures, deploy: well under a second)."""
 
 from __future__ import annotations
 
@@ -15,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from local_model import classifier, data
-from local_model import train as training
+from local_model import artifact, data
 from scones.errors import DataDirError, NothingStagedError, NoTrainedModelError, StepFailedError, UsageProblemError
 
 HOLDOUT_FRACTION = 0.2  # of an image folder without a test split, held out from training for evaluation
@@ -51,14 +53,14 @@ class StagedData:
         holds both."""
         by_class = [
             [(p, name) for p in sorted((self.test_dir / name).glob("*")) if p.suffix.lower() in data.IMAGE_SUFFIXES]
-            for name in classifier.CLASSES
+            for name in artifact.CLASSES
         ]
         interleaved = itertools.chain.from_iterable(itertools.zip_longest(*by_class))
         return [item for item in interleaved if item is not None]
 
     def describe(self) -> dict:
         counts = {
-            split: {name: len(list((self.root / split / name).glob("*"))) for name in classifier.CLASSES}
+            split: {name: len(list((self.root / split / name).glob("*"))) for name in artifact.CLASSES}
             for split in data.SPLITS
         }
         return {"root": str(self.root), "source": self.source, "test_is_holdout": self.test_is_holdout, **counts}
@@ -80,6 +82,8 @@ class TrainedModel:
 
 def training_hyperparameters(quick: bool, overrides: dict) -> dict:
     """The hyperparameters a training run gets (SageMaker style: strings), checked."""
+    from local_model import train as training  # torch: only commands that train pay for it
+
     hyperparameters = {**(QUICK_HYPERPARAMETERS if quick else {}), **overrides}
     try:
         training.Hyperparameters.from_dict(hyperparameters)
@@ -90,6 +94,8 @@ def training_hyperparameters(quick: bool, overrides: dict) -> dict:
 
 def describe_recipe(quick: bool, overrides: dict) -> str:
     """E.g. "quick recipe (15 epochs)", for progress messages."""
+    from local_model import train as training
+
     epochs = training.Hyperparameters.from_dict(training_hyperparameters(quick, overrides)).epochs
     changed = "".join(f", {k}={v}" for k, v in overrides.items() if k != "epochs")
     return f"{'quick' if quick else 'full'} recipe ({epochs} epochs{changed})"
@@ -108,7 +114,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 def _find_split(folder: Path, split: str) -> Path | None:
     if (folder / split).is_dir():
         return folder / split
-    if split == "train" and all((folder / name).is_dir() for name in classifier.CLASSES):
+    if split == "train" and all((folder / name).is_dir() for name in artifact.CLASSES):
         return folder
     return None
 
@@ -221,6 +227,8 @@ def sha256_of(path: Path) -> str:
 
 def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool = False) -> TrainedModel:
     """Run the SageMaker training entrypoint in-process against <workdir>/opt_ml; pack model.tar.gz."""
+    from local_model import train as training
+
     paths = model_paths(workdir)
     hyperparameters = training_hyperparameters(quick, overrides)
     shutil.rmtree(paths.opt_ml, ignore_errors=True)
@@ -242,7 +250,7 @@ def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool 
         raise StepError(str(e)) from e
     finally:
         os.environ.update(env_backup)
-    classifier.pack_model_tar(paths.model_dir, paths.tarball)
+    artifact.pack_model_tar(paths.model_dir, paths.tarball)
     return TrainedModel(paths.tarball, sha256_of(paths.tarball), metrics)
 
 
@@ -268,12 +276,12 @@ def require_model(workdir: Path) -> ModelPaths:
 def _unpacked_copy_is_stale(paths: ModelPaths) -> bool:
     """Whether the unpacked copy is missing or is not the tarball's (their model.json differ: it holds the
     training run's metrics, so two trainings practically never write the same one)."""
-    meta = paths.model_dir / classifier.META_FILE
+    meta = paths.model_dir / artifact.META_FILE
     if not meta.is_file():
         return True
     try:
         with tarfile.open(paths.tarball, "r:gz") as tar:
-            member = tar.extractfile(classifier.META_FILE)
+            member = tar.extractfile(artifact.META_FILE)
             return member is None or member.read() != meta.read_bytes()
     except (KeyError, tarfile.TarError, OSError, EOFError):
         return True  # unpacking names what is wrong with it
@@ -285,12 +293,12 @@ def unpack_model(paths: ModelPaths) -> None:
     paths.model_dir.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=".model-", dir=paths.model_dir.parent))
     try:
-        classifier.unpack_model_tar(paths.tarball, fresh)
-        if not (fresh / classifier.META_FILE).is_file():
-            raise NoTrainedModelError(f"{paths.tarball} holds no {classifier.META_FILE}: it is not a model.tar.gz")
+        artifact.unpack_model_tar(paths.tarball, fresh)
+        if not (fresh / artifact.META_FILE).is_file():
+            raise NoTrainedModelError(f"{paths.tarball} holds no {artifact.META_FILE}: it is not a model.tar.gz")
         shutil.rmtree(paths.model_dir, ignore_errors=True)
         fresh.rename(paths.model_dir)
-    except classifier.ModelFormatError as e:
+    except artifact.ModelFormatError as e:
         raise NoTrainedModelError(f"{e}: train again (`scones train`) or copy an intact model.tar.gz") from e
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
@@ -299,6 +307,8 @@ def unpack_model(paths: ModelPaths) -> None:
 def evaluate_model(workdir: Path, staged: StagedData, threshold, plot_path: Path | None = None) -> dict:
     """Accuracy, confusion matrix, and coverage and routed precision at `threshold` (a ChosenThreshold) of the
     trained model (in-process) on the staged test images; with `plot_path`, the precision/coverage PNG."""
+    from local_model import classifier
+    from local_model import train as training
     from scones.report import plot_precision_coverage
 
     paths = require_model(workdir)
@@ -318,7 +328,7 @@ def evaluate_model(workdir: Path, staged: StagedData, threshold, plot_path: Path
 
 def format_evaluation(report: dict) -> str:
     cm = np.asarray(report["confusion_matrix"])
-    names = classifier.CLASSES
+    names = artifact.CLASSES
     what = "held-out training images" if report.get("test_is_holdout") else "test images"
     lines = [f"accuracy {report['accuracy']:.3f} on {report['n_images']} {what}"]
     if "threshold" in report:

@@ -230,7 +230,7 @@ def test_bad_input_through_the_runtime_api_is_a_model_error_naming_the_cause(ser
     if bad.accept:
         kwargs["Accept"] = bad.accept
     with pytest.raises(ClientError) as raised:
-        runtime.invoke_endpoint(EndpointName="hostile-endpoint", Body=bad.body, **kwargs)
+        runtime.invoke_endpoint(EndpointName=server.endpoint_name, Body=bad.body, **kwargs)
     response = raised.value.response
     assert (response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]) == ("ModelError", 424)
     assert response["OriginalStatusCode"] == bad.status
