@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from lambdas.contract import (
     MAX_EVENT_DEPTH,
     ImageEvent,
     InvalidEventError,
+    LowConfidenceError,
     WorkflowError,
     image_content_type,
     json_depth,
@@ -37,6 +38,7 @@ UNNAMED_LAMBDA_ERRORS = frozenset({"Runtime.HandlerError", "Lambda.Unknown"})
 _NAMED_MESSAGE = re.compile(r"^([A-Z][A-Za-z0-9]*Error): ")
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
 TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+CLASSIFY_STATE = "Classify Image"  # the state whose output holds the scores (statemachine/)
 # Images for an explicit StartExecution go under a prefix no trigger watches, so they run exactly once.
 DIRECT_PREFIX = "direct/"
 TRIGGER_TIMEOUT_S = 30.0  # upload to the triggered execution being listed: about 0.1 s on both emulators
@@ -65,6 +67,8 @@ class ExecutionResult:
     cause: str | None
     start_date: datetime
     stop_date: datetime
+    # The scores of a rejected execution, which has no output: its Classify Image state's, from the history.
+    classified: list[float] | None = None
 
     @property
     def seconds(self) -> float:
@@ -91,7 +95,8 @@ class ExecutionResult:
 
     @property
     def inferences(self) -> list[float] | None:
-        return (self.output or {}).get("inferences")
+        """[p_bicycle, p_motorcycle]: the output's, or for a rejected image the scores it was rejected on."""
+        return (self.output or {}).get("inferences") or self.classified
 
     @property
     def label(self) -> str | None:
@@ -160,7 +165,7 @@ def wait_for_execution(
     while True:
         described = sfn.describe_execution(executionArn=execution_arn)
         if described["status"] in TERMINAL_STATUSES:
-            return _result(described)
+            return with_rejected_scores(sfn, _result(described))
         if time.monotonic() + interval > deadline:
             try:
                 sfn.stop_execution(
@@ -290,6 +295,25 @@ def upload_and_follow(
     s3.put_object(Bucket=bucket, Key=key, Body=image, ContentType=image_content_type(image))
     finder = finder or TriggeredExecutions(sfn, outputs["StateMachineArn"])
     return key, finder.wait_for(bucket, key, since)
+
+
+def classified_scores(sfn, execution_arn: str) -> list[float] | None:
+    """The scores the classifier added, read from the execution's history: a rejected execution has no
+    output, but its Classify Image state has one."""
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+    for page in pages:
+        for event in page["events"]:
+            details = event.get("stateExitedEventDetails")
+            if details and details.get("name") == CLASSIFY_STATE:
+                return json.loads(details.get("output") or "{}").get("inferences")
+    return None
+
+
+def with_rejected_scores(sfn, result: ExecutionResult) -> ExecutionResult:
+    """A rejected (low-confidence) result with the scores it was rejected on; others as they are."""
+    if result.error_name != LowConfidenceError.__name__:
+        return result
+    return replace(result, classified=classified_scores(sfn, result.execution_arn))
 
 
 def _result(described: dict) -> ExecutionResult:

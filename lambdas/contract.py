@@ -303,6 +303,17 @@ def wrapper_hint(event: object, schema: dict) -> str:
             )
     if isinstance(event, str) and holds_keys(event) is not None:
         return ". The event is a JSON string holding an object (encoded twice): send the object itself"
+    inferences = event.get("inferences") if isinstance(event, dict) else None
+    if "inferences" in schema.get("properties", {}) and isinstance(inferences, str):
+        try:
+            decoded = json.loads(inferences)
+        except (ValueError, RecursionError):
+            decoded = None
+        if isinstance(decoded, list):
+            return (
+                ". event.inferences is a JSON string holding a list (the course's classifier json.dumps it): "
+                "send the list itself, e.g. [0.97, 0.03]"
+            )
     return ""
 
 

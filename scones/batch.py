@@ -5,7 +5,6 @@ the stack has no trigger or when asked, start one per image), and wait for each 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -38,7 +37,6 @@ from lambdas.contract import CLASSES, WorkflowError
 
 DEFAULT_CONCURRENCY = 4  # executions in flight at once: enough to exercise concurrency on two cores
 EXECUTION_TIMEOUT_S = 120.0  # per execution: cold starts on busy cores take seconds, a warm run about one
-CLASSIFY_STATE = "Classify Image"  # the state whose output holds the scores (statemachine/)
 LOW_CONFIDENCE = "LowConfidenceError"
 INTERRUPTED_ERROR = "BatchInterruptedError"  # the Error of an execution stopped because its batch was
 POLL_S, MAX_POLL_S = 0.1, 0.5  # how often a running execution is described, at first and at most
@@ -113,19 +111,7 @@ def content_type_of(key: str) -> str:
     return "image/png" if key.endswith(".png") else "image/jpeg"
 
 
-def classified_scores(sfn, execution_arn: str) -> list[float] | None:
-    """The scores the classifier added, read from the execution's history: a rejected execution has no
-    output, but its Classify Image state has one."""
-    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn)
-    for page in pages:
-        for event in page["events"]:
-            details = event.get("stateExitedEventDetails")
-            if details and details.get("name") == CLASSIFY_STATE:
-                return json.loads(details.get("output") or "{}").get("inferences")
-    return None
-
-
-def outcome_of(result: ExecutionResult, path: Path, label: str, sfn) -> ImageOutcome:
+def outcome_of(result: ExecutionResult, path: Path, label: str) -> ImageOutcome:
     if result.status == "SUCCEEDED":
         arn = result.execution_arn
         return ImageOutcome(path, label, result.inferences, "routed", result.seconds, execution_arn=arn)
@@ -133,7 +119,7 @@ def outcome_of(result: ExecutionResult, path: Path, label: str, sfn) -> ImageOut
     return ImageOutcome(
         path,
         label,
-        classified_scores(sfn, result.execution_arn) if rejected else None,
+        result.inferences if rejected else None,
         "rejected" if rejected else "failed",
         result.seconds,
         error=result.error_name or result.status,
@@ -265,7 +251,7 @@ def run_workflow_batch(
             return ImageOutcome(
                 path, label, None, "failed", None, error=type(e).__name__, message=str(e), execution_arn=arn
             )
-        return outcome_of(result, path, label, sfn)
+        return outcome_of(result, path, label)
 
     batch_started = datetime.now(UTC)
     try:

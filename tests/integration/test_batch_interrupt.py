@@ -24,7 +24,8 @@ import boto3
 import pytest
 
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
-from scones.batch import CLASSIFY_STATE, INTERRUPTED_ERROR
+from cloud.workflow import CLASSIFY_STATE
+from scones.batch import INTERRUPTED_ERROR
 from scones.ledger import choose_images, count_invocations, list_batch_executions
 from scones.model_server import ModelServer
 

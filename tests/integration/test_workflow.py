@@ -13,10 +13,13 @@ import boto3
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 from cloud.deploy import deploy_stack
 from cloud.workflow import run_image, run_workflow, upload_image
 from lambdas.contract import CLASSES, MAX_EVENT_BYTES
+from scones import cli
+from scones.errors import EXIT_REJECTED
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +66,8 @@ def test_an_unsure_image_fails_with_low_confidence_error(stack, deploy_config, t
     assert result.error_name == "LowConfidenceError", result.summary()
     assert f"{max(chosen.scores):.4f}" in result.error_message
     assert f"threshold {deploy_config.confidence_threshold}" in result.error_message
+    # The scores it was rejected on are known (from the Classify Image state), though there is no output.
+    assert result.label is None and result.inferences == pytest.approx(chosen.scores, abs=1e-6)
     events = sfn.get_execution_history(executionArn=result.execution_arn, maxResults=1000)["events"]
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
     last_state = entered[-1]
@@ -153,3 +158,13 @@ def test_executions_run_concurrently(stack, test_images):
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda _: run_image(image, stack, timeout_s=EXECUTION_TIMEOUT_S), range(4)))
     assert [r.label for r in results] == ["motorcycle"] * 4, [json.dumps(r.summary()) for r in results]
+
+
+def test_scones_classify_json_of_a_rejected_image_carries_its_scores(stack, deploy_config, test_images, tmp_path):
+    chosen = test_images.unsure
+    common = ["--stack-name", deploy_config.stack_name, "--workdir", str(tmp_path), "--json"]
+    ran = CliRunner().invoke(cli.app, ["classify", str(chosen.path), *common], prog_name="scones")
+    assert ran.exit_code == EXIT_REJECTED, (ran.stdout, ran.stderr)
+    printed = json.loads(ran.stdout)
+    assert (printed["status"], printed["error"], printed["label"]) == ("FAILED", "LowConfidenceError", None)
+    assert printed["inferences"] == pytest.approx(chosen.scores, abs=1e-6)

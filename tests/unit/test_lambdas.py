@@ -345,6 +345,25 @@ def test_the_courses_wrapper_says_where_the_keys_are_and_how_to_send_them(s3_buc
     assert "Send the object in `body` itself as the input" in message
 
 
+def test_inferences_as_a_json_string_say_to_send_the_list():
+    """The course's classifier returns json.dumps(inferences); our filter takes the list."""
+    event = load_event("filter_low_confidence.json")
+    event["inferences"] = json.dumps(event["inferences"])
+    with pytest.raises(InvalidEventError) as raised:
+        filter_low_confidence.handler(event, None)
+    assert "event.inferences must be a JSON array, got string" in str(raised.value)
+    assert "is a JSON string holding a list" in str(raised.value) and "send the list itself" in str(raised.value)
+
+
+def test_the_courses_classifier_output_into_our_filter_says_where_the_keys_are():
+    """The course's classify step answers {"statusCode": 200, "body": json.dumps(event)}."""
+    inner = load_event("filter_low_confidence.json")
+    with pytest.raises(InvalidEventError) as raised:
+        filter_low_confidence.handler({"statusCode": 200, "body": json.dumps(inner)}, None)
+    message = str(raised.value)
+    assert "were found under `body` (as a JSON string)" in message and "Send the object in `body` itself" in message
+
+
 @pytest.mark.parametrize(
     "key", ["../../etc/passwd", "images/../../secret.png", "./a.png", "a/.", "a\x00.png", "a\n.png", "\ud800.png"]
 )
