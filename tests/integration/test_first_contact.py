@@ -156,20 +156,14 @@ def test_a_misspelt_endpoint_fails_locally_as_on_sagemaker(second_terminal, test
     assert "ValidationError" in result.stderr and f"Endpoint {ENDPOINT_NAME}-typo not found" in result.stderr
 
 
+# As the README gives it: the SDK's default session, configured by the exported variables alone.
 SDK_PREDICT = """
 import json, sys
-import boto3
 from sagemaker.deserializers import JSONDeserializer
 from sagemaker.predictor import Predictor
 from sagemaker.serializers import IdentitySerializer
-from sagemaker.session import Session
 
-predictor = Predictor(
-    sys.argv[1],
-    sagemaker_session=Session(boto3.Session()),
-    serializer=IdentitySerializer("image/png"),
-    deserializer=JSONDeserializer(),
-)
+predictor = Predictor(sys.argv[1], serializer=IdentitySerializer("image/png"), deserializer=JSONDeserializer())
 print(json.dumps(predictor.predict(open(sys.argv[2], "rb").read())))
 """
 
