@@ -158,6 +158,14 @@ def test_executions_run_concurrently(stack, test_images):
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda _: run_image(image, stack, timeout_s=EXECUTION_TIMEOUT_S), range(4)))
     assert [r.label for r in results] == ["motorcycle"] * 4, [json.dumps(r.summary()) for r in results]
+    # Concurrently, by Step Functions' own clock: some execution started before another had stopped.
+    overlapping = [
+        (a.execution_arn, b.execution_arn)
+        for a in results
+        for b in results
+        if a is not b and a.start_date <= b.start_date < a.stop_date
+    ]
+    assert overlapping, [(r.start_date.isoformat(), r.stop_date.isoformat()) for r in results]
 
 
 def test_scones_classify_json_of_a_rejected_image_carries_its_scores(stack, deploy_config, test_images, tmp_path):

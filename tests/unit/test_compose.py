@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -208,13 +210,32 @@ def test_model_environment_names_are_read_by_the_server(compose):
     assert env["AWS_ENDPOINT_URL"] == f"http://localstack:{LOCALSTACK_PORT}"
 
 
+def compose_journey_model_urls() -> dict[str, str]:
+    """The model URL each consumer of this file deploys the stack with: the README's compose journey
+    (`scones deploy --model-url URL`) and the CI pass over it (tests/docker/run.py)."""
+    readme = (ROOT / "README.md").read_text()
+    journey = readme[readme.index("### 2. docker compose") : readme.index("### 3.")]
+    (readme_url,) = re.findall(r"scones deploy --model-url (\S+)", journey)
+    sys.path.insert(0, str(ROOT / "tests" / "docker"))
+    try:
+        spec = importlib.util.spec_from_file_location("compose_run", ROOT / "tests" / "docker" / "run.py")
+        run = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(run)
+    finally:
+        sys.path.remove(str(ROOT / "tests" / "docker"))
+    return {"README": readme_url, "tests/docker/run.py": run.LAMBDA_MODEL_URL}
+
+
 def test_classifier_reaches_the_model_by_service_name(compose):
-    # The stack parameter the README gives for this journey, which template.yaml hands to the classifier.
-    url = "http://model:8080"
-    host, port = url.removeprefix("http://").split(":")
+    # The URL the stack is deployed with, which template.yaml hands to the classifier, names the model
+    # service and a port it listens on, on the network the Lambdas' containers join.
+    urls = compose_journey_model_urls()
+    assert len(set(urls.values())) == 1, urls
+    host, port = next(iter(urls.values())).removeprefix("http://").split(":")
     assert host in compose["services"]
     assert int(port) in [container for _, _, container in published_ports(compose["services"][host])]
-    assert f"ModelEndpointUrl={url}" in COMPOSE_FILE.read_text()
+    network = environment(compose["services"]["localstack"])["LAMBDA_DOCKER_NETWORK"]
+    assert network in [compose["networks"][name].get("name", name) for name in compose["services"][host]["networks"]]
     assert "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME: !Ref ModelEndpointUrl" in (ROOT / "cloud" / "template.yaml").read_text()
 
 

@@ -535,12 +535,20 @@ def test_commands_refuse_real_aws_without_the_flag(capsys):
     assert capsys.readouterr().err.count("error: refusing to touch real AWS") == 2
 
 
-def test_deploy_command_with_the_aws_flag_deploys_and_prints_the_outputs(capsys):
+def test_deploy_command_with_the_aws_flag_deploys_and_tears_down():
     with mock_aws():
         assert deploy.main(["--stack-name", "cli", "--aws", "deploy"]) == 0
         assert deploy.stack_status(boto3.client("cloudformation"), "cli") == "CREATE_COMPLETE"
         assert deploy.main(["--stack-name", "cli", "--aws", "teardown"]) == 0
         assert deploy.stack_status(boto3.client("cloudformation"), "cli") is None
+
+
+def test_deploy_command_prints_the_outputs_as_json(capsys, monkeypatch):
+    # moto keeps no outputs after a change set (above), so the deploy itself is stood in for here.
+    outputs = {"StateMachineArn": "the-state-machine-arn", "ImageBucketName": "b"}
+    monkeypatch.setattr(deploy, "deploy_stack", lambda config, **_: outputs if config.stack_name == "cli" else {})
+    assert deploy.main(["--stack-name", "cli", "deploy"]) == 0
+    assert json.loads(capsys.readouterr().out) == outputs
 
 
 def test_workflow_command_explains_a_missing_stack(capsys):

@@ -113,11 +113,18 @@ def test_invalid_event_error_names_every_problem():
     assert "event.s3_bucket must be a JSON string, got number" in str(raised.value)
 
 
+def every_subclass(base: type) -> set[type]:
+    found = set(base.__subclasses__())
+    return found.union(*(every_subclass(c) for c in found)) if found else found
+
+
 def test_error_messages_start_with_the_error_name():
     # Emulators that report every Lambda failure as Runtime.HandlerError keep only the message.
-    assert str(LowConfidenceError("scores")) == "LowConfidenceError: scores"
-    for error in (InvalidEventError, ImageTooLargeError, EndpointError, EndpointUnavailableError):
-        assert issubclass(error, contract.WorkflowError)
+    errors = every_subclass(contract.WorkflowError)
+    named = {LowConfidenceError, InvalidEventError, ImageTooLargeError, EndpointError, EndpointUnavailableError}
+    assert named <= errors
+    for error in errors:
+        assert str(error("the detail")) == f"{error.__name__}: the detail"
 
 
 def test_image_content_type_by_signature():

@@ -1,10 +1,13 @@
-"""SageMaker local mode without Docker.
+"""SageMaker local mode without Docker: what the real run does not cover.
 
-The SDK runs for real up to the point where it starts `docker compose` on the docker-compose.yaml it wrote.
-There a stand-in reads that file and runs the service as Docker would, with this repository's own entry
-points: bind mounts become symlinks in a scratch tree, `train` runs local_model.train's entrypoint, `serve`
-runs the model server on the published port. So each test checks the generated compose config (image,
-command, /opt/ml mounts, hyperparameters.json, environment) and that our container contract works with it.
+The real run (tests/docker/test_sagemaker_local_mode.py: the SDK, Docker Compose and our image) trains,
+deploys, predicts, captures, deletes and names a failed job's reason. These tests check what it does not:
+the compose config the SDK generates (image, /opt/ml mounts, hyperparameters.json as SageMaker encodes
+it, the environment, with none of the user's own credentials), the validation and linked channels, the
+failure paths (bad hyperparameters, a role that is not an ARN, an endpoint that never gets healthy, no
+Docker or the wrong Compose), and that no AWS call is made on any of them. For the SDK to get that far,
+a stand-in reads the file where the SDK starts `docker compose` and runs the service here: bind mounts
+become symlinks in a scratch tree, `train` runs local_model.train's entrypoint, `serve` the model server.
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ import yaml
 from image_samples import make_model_dir
 from PIL import Image
 
-from local_model import inference, settings, train
-from local_model.capture import read_captured_inferences
+from local_model import settings, train
 from local_model.classifier import CLASSES, pack_model_tar
 from scones import sagemaker_local
 from scones.model_server import ModelServer, ModelServerStartError, find_free_port
@@ -216,7 +218,7 @@ def make_folder(root: Path, per_class: int = 4) -> Path:
 # --- training ----------------------------------------------------------------------------------------
 
 
-def test_training_job_runs_our_image_on_the_sagemaker_contract(compose, outside_calls, tmp_path):
+def test_training_job_compose_config_is_the_sagemaker_contract(compose, outside_calls, tmp_path):
     data = make_folder(tmp_path / "train")
 
     model_tar = sagemaker_local.train(data, tmp_path / "out", role=ROLE, hyperparameters=TINY)
@@ -241,9 +243,7 @@ def test_training_job_runs_our_image_on_the_sagemaker_contract(compose, outside_
     assert env["AWS_REGION"] == "eu-west-1"
     assert env["TRAINING_JOB_NAME"].startswith(sagemaker_local.TRAINING_JOB_BASE_NAME)
     assert env["AWS_ACCESS_KEY_ID"] != "AKIAUSERSOWNKEY" and "users-own-secret" not in env.values()
-    # The SDK packed what our entrypoint wrote to /opt/ml/model, and it serves.
     assert model_tar == (tmp_path / "out" / "model.tar.gz").resolve()
-    assert list(inference.model_fn(model_tar).meta.classes) == list(CLASSES)
     assert len(list(data.rglob("*.png"))) == 2 * 4  # the SDK's clean-up left the mounted data alone
     assert outside_calls == []
 
@@ -277,13 +277,6 @@ def test_linked_channel_is_mounted_as_real_files(compose, tmp_path):
     assert all(p.is_symlink() for p in linked.rglob("*.png"))  # and the staged links are left as they were
 
 
-def test_failed_training_reports_the_containers_failure_reason(compose, tmp_path):
-    # An empty channel: our entrypoint writes /opt/ml/output/failure and exits 1.
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(sagemaker_local.TrainingJobError, match=r"^training failed: \w+Error"):
-        sagemaker_local.train(tmp_path / "empty", tmp_path / "out", role=ROLE, hyperparameters=TINY)
-
-
 def test_bad_hyperparameters_fail_before_any_container_starts(compose, tmp_path):
     with pytest.raises(train.HyperparameterError, match="epoch"):
         sagemaker_local.train(tmp_path, tmp_path / "out", role=ROLE, hyperparameters={"epoch": 3})
@@ -311,9 +304,7 @@ def png() -> bytes:
     return buffer.getvalue()
 
 
-def test_endpoint_serves_our_model_answers_the_runtime_client_and_captures(
-    compose, outside_calls, model_tar, tmp_path, monkeypatch
-):
+def test_endpoint_compose_config_serves_a_copy_of_the_model(compose, outside_calls, model_tar, tmp_path, monkeypatch):
     port = find_free_port()
     monkeypatch.setenv(sagemaker_local.SERVING_PORT_VAR, str(port))
     session = sagemaker_local.create_session()
@@ -336,20 +327,8 @@ def test_endpoint_serves_our_model_answers_the_runtime_client_and_captures(
         assert (endpoint.model_dir / "model.json").is_file() and (endpoint.model_dir / "model.tar.gz").is_file()
         assert sorted(p.name for p in model_tar.parent.iterdir()) == beside_original
         assert endpoint.url == f"http://127.0.0.1:{port}"
-
-        # The same call LocalSagemakerRuntimeClient makes for Predictor.predict.
-        response = session.sagemaker_runtime_client.invoke_endpoint(
-            EndpointName=endpoint.name, Body=png(), ContentType="image/png", Accept="application/json"
-        )
-        answer = json.loads(response["Body"].read())
-        expected = inference.predict_fn(inference.input_fn(png(), "image/png"), inference.model_fn(model_tar))
-        assert np.allclose(answer, expected[0].tolist(), atol=1e-5)
     finally:
         endpoint.delete()
-
-    assert compose.server is None  # delete() stopped the container
-    (captured,) = read_captured_inferences(endpoint.capture_dir, "scones-local-test")
-    assert captured.input_body == png() and captured.output == answer
     assert outside_calls == []
 
 

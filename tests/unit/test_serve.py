@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
@@ -86,12 +87,35 @@ def test_invocations_answer_the_bicycle_motorcycle_pair(client, expected):
     assert sum(response.json()) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_large_photo_is_decoded_off_the_event_loop_and_answered(client, expected):
+@pytest.fixture
+def decoded_on(monkeypatch):
+    """Where each request's image was decoded and scored: "event loop" or "worker thread"."""
+    places = []
+    original = serve.answer
+
+    def observed(*args, **kwargs):
+        places.append("event loop" if asyncio_loop_running() else "worker thread")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(serve, "answer", observed)
+    return places
+
+
+def asyncio_loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_large_photo_is_decoded_off_the_event_loop_and_answered(client, expected, decoded_on):
     body = jpeg_rgb(600, 800)
     assert len(body) > serve.INLINE_DECODE_MAX_BYTES
     response = post(client, body, "image/jpeg")
     assert response.status_code == 200
     assert response.json() == pytest.approx(expected(body, "image/jpeg"), abs=1e-6)
+    assert decoded_on == ["worker thread"]
 
 
 def test_runtime_path_answers_like_sagemaker_runtime(client, expected):
