@@ -18,5 +18,16 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
-export PATH="$VENV/bin:$PATH"
+# The lint stage's Node tools (package.json: asl-validator), installed from the lockfile whenever it changes.
+node_stamp="$ROOT/node_modules/.installed-$(sha256sum "$ROOT/package-lock.json" | cut -c1-16)"
+if [ ! -f "$node_stamp" ]; then
+  if ! command -v npm >/dev/null; then
+    echo "error: npm not found; install Node.js (apt-get install nodejs npm): the lint stage needs asl-validator" >&2
+    exit 2
+  fi
+  echo "installing the Node tools of package-lock.json into $ROOT/node_modules" >&2
+  (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  touch "$node_stamp"
+fi
+export PATH="$VENV/bin:$ROOT/node_modules/.bin:$PATH"
 cd "$ROOT"
