@@ -45,6 +45,7 @@ from cloud.deploy import (
     target_clients,
     teardown_stack,
 )
+from cloud.template import TemplateError, load_template
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 
 logger = logging.getLogger(__name__)
@@ -407,40 +408,30 @@ class TemplateResource:
     condition: str | None
 
 
+def _template(text: str) -> dict:
+    try:
+        return load_template(text)
+    except TemplateError as e:
+        raise PromotionError(f"cloud/template.yaml: {e}") from e
+
+
 def endpoint_condition(text: str) -> str:
     """The name of the template's condition that tests the CreateModelEndpoint parameter."""
-    pattern = rf"^  ([A-Za-z0-9]+):\s*!Equals\s*\[\s*!Ref\s+{CREATE_MODEL_ENDPOINT_PARAMETER}\s*,\s*\"true\"\s*\]"
-    match = re.search(pattern, text, re.MULTILINE)
-    if match is None:
-        raise PromotionError(f'template.yaml has no condition on {CREATE_MODEL_ENDPOINT_PARAMETER} being "true"')
-    return match.group(1)
+    conditions = _template(text).get("Conditions") or {}
+    wanted = {"Fn::Equals": [{"Ref": CREATE_MODEL_ENDPOINT_PARAMETER}, "true"]}
+    for name, condition in conditions.items():
+        if condition == wanted:
+            return name
+    raise PromotionError(f'template.yaml has no condition on {CREATE_MODEL_ENDPOINT_PARAMETER} being "true"')
 
 
 def template_resources(text: str) -> list[TemplateResource]:
-    """The resources of our template (two-space YAML, as cfn-lint keeps it), without a YAML library
-    at run time: a unit test checks the result against cfn-lint's parser."""
-    resources: list[TemplateResource] = []
-    in_resources = False
-    current: dict | None = None
-
-    def close() -> None:
-        if current is not None:
-            if "Type" not in current:
-                raise PromotionError(f"template resource {current['id']} has no Type")
-            resources.append(TemplateResource(current["id"], current["Type"], current.get("Condition")))
-
-    for line in text.splitlines():
-        if line and not line[0].isspace() and not line.startswith("#"):
-            in_resources = line.rstrip() == "Resources:"
-            continue
-        if not in_resources:
-            continue
-        if match := re.match(r"^  ([A-Za-z0-9]+):\s*(#.*)?$", line):
-            close()
-            current = {"id": match.group(1)}
-        elif current is not None and (match := re.match(r"^    (Type|Condition):\s*([A-Za-z0-9:]+)\s*(#.*)?$", line)):
-            current[match.group(1)] = match.group(2)
-    close()
+    """The template's resources, in order, with their type and condition."""
+    resources = []
+    for logical_id, body in _template(text)["Resources"].items():
+        if not isinstance(body, dict) or "Type" not in body:
+            raise PromotionError(f"template resource {logical_id} has no Type")
+        resources.append(TemplateResource(logical_id, body["Type"], body.get("Condition")))
     return resources
 
 
