@@ -29,8 +29,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud import manifest
-from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
-from local_model.settings import DEFAULT_ENDPOINT_NAME
+from cloud.defaults import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    DEFAULT_ENDPOINT_NAME,
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_STACK_NAME,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +44,6 @@ STATE_MACHINE_PATH = ROOT / "statemachine" / "image_classification.asl.json"
 BATCH_STATE_MACHINE_PATH = ROOT / "statemachine" / "batch_classification.asl.json"
 LAMBDAS_DIR = ROOT / "lambdas"
 
-DEFAULT_STACK_NAME = "scones"
 
 # Template parameter holding each function's zip key -> the handler module the zip is built around.
 LAMBDA_HANDLERS = {
@@ -226,7 +229,7 @@ class DeployConfig:
     # The model.tar.gz the endpoint serves; off AWS, the one the local model server serves, which is
     # then only recorded in the manifest (deploy_stack's manifest_path), not uploaded.
     model_data_path: Path | None = None
-    endpoint_instance_type: str = "ml.m5.large"
+    endpoint_instance_type: str = DEFAULT_INSTANCE_TYPE
     data_capture_sampling_percentage: int = 100
     # The endpoint's autoscaling (target tracking on invocations per instance per minute).
     endpoint_min_instances: int = 1
@@ -619,7 +622,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     deploy.add_argument(
         "--model-data", type=Path, help="model.tar.gz to serve (off AWS: the local model server's, for --manifest)"
     )
-    deploy.add_argument("--instance-type", default="ml.m5.large")
+    deploy.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
     deploy.add_argument(
         "--classifier-concurrency",
         type=int,

@@ -25,6 +25,7 @@ import botocore.loaders
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
 
 from cloud import manifest
+from cloud.defaults import DEFAULT_INSTANCE_TYPE, DEFAULT_LOCAL_IMAGE, DEFAULT_WORKDIR
 from cloud.deploy import (
     DEFAULT_ENDPOINT_NAME,
     DEFAULT_STACK_NAME,
@@ -50,13 +51,10 @@ from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LOCAL_IMAGE = "scones-model:latest"  # what `docker compose build model` tags (docker-compose.yml)
 # The scones command line's default workdir: `scones train` writes the model there and `scones deploy`
 # records the manifest there (tests/unit/test_promote.py checks these against scones.steps).
-DEFAULT_WORKDIR = Path(".scones")
 DEFAULT_MODEL_PATH = DEFAULT_WORKDIR / "model" / "model.tar.gz"
 DEFAULT_MANIFEST_PATH = DEFAULT_WORKDIR / manifest.MANIFEST_NAME
-DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 CREATE_MODEL_ENDPOINT_PARAMETER = "CreateModelEndpoint"  # "true" turns the SageMaker resources on
 
 # The image's tag is its ID, so a tag in ECR names exactly one local image.

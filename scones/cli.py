@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 
-from cloud.deploy import DEFAULT_ENDPOINT_NAME, DEFAULT_STACK_NAME, make_client
+from cloud.defaults import (
+    DEFAULT_ENDPOINT_NAME,
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_LOCAL_IMAGE,
+    DEFAULT_STACK_NAME,
+    DEFAULT_WORKDIR,
+)
+from cloud.deploy import make_client
 from cloud.workflow import ExecutionResult, run_image, run_workflow
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD, WorkflowError, image_content_type
 from local_model.capture import read_captured_inferences
@@ -75,7 +82,6 @@ from scones.state import (
 from scones.target import ENDPOINT_URL_VAR, TargetKind, configured_emulator, connect, deployed_outputs, service_endpoint
 
 WORKDIR_VAR = "SCONES_WORKDIR"
-DEFAULT_WORKDIR = Path(".scones")
 
 EPILOG = f"""\
 \b
@@ -339,9 +345,11 @@ def deploy(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="--target aws: print the plan and the artifacts' hashes; change nothing")
     ] = False,
-    image: Annotated[str, typer.Option(help="--target aws: the local serving image to push")] = "scones-model:latest",
+    image: Annotated[str, typer.Option(help="--target aws: the local serving image to push")] = DEFAULT_LOCAL_IMAGE,
     repository: Annotated[str, typer.Option(help="--target aws: ECR repository [default: STACK-model]")] = "",
-    instance_type: Annotated[str, typer.Option(help="--target aws: the endpoint's instance type")] = "ml.m5.large",
+    instance_type: Annotated[
+        str, typer.Option(help="--target aws: the endpoint's instance type")
+    ] = DEFAULT_INSTANCE_TYPE,
     allow_untested: Annotated[
         bool,
         typer.Option("--allow-untested", help="--target aws: promote artifacts that differ from the emulator's"),

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.deploy import DEFAULT_ENDPOINT_NAME, DeployConfig, deploy_stack, teardown_stack
+from cloud.defaults import DEFAULT_ENDPOINT_NAME, DEFAULT_INSTANCE_TYPE, DEFAULT_LOCAL_IMAGE
+from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from cloud.manifest import MANIFEST_NAME
 from cloud.promote import PromotionConfig, format_plan, plan_promotion, promote, promotion_session, teardown_promotion
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
@@ -34,9 +35,9 @@ class DeployOptions:
     model_port: int | None = None  # None: a free port
     model_url: str | None = None  # an existing model server (docker compose: http://model:8080); none started
     # --target aws (cloud/promote.py): the local serving image pushed to ECR, the endpoint's instance type
-    local_image: str = "scones-model:latest"
+    local_image: str = DEFAULT_LOCAL_IMAGE
     repository: str = ""  # ECR repository; empty: <stack>-model
-    instance_type: str = "ml.m5.large"
+    instance_type: str = DEFAULT_INSTANCE_TYPE
     allow_untested: bool = False  # promote artifacts that differ from the ones deployed to the emulator
 
 

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud.defaults import DEFAULT_LOCAL_IMAGE
 from local_model.settings import CAPTURE_DESTINATION_VAR, DEFAULT_PORT, ENDPOINT_NAME_VAR
 
 logger = logging.getLogger(__name__)
 
 IMAGE_URI_VAR = "SCONES_MODEL_IMAGE"
-DEFAULT_IMAGE_URI = "scones-model:latest"  # what `docker compose build model` tags (docker-compose.yml)
+DEFAULT_IMAGE_URI = DEFAULT_LOCAL_IMAGE  # what `docker compose build model` tags (docker-compose.yml)
 SERVING_PORT_VAR = "SCONES_SAGEMAKER_LOCAL_PORT"
 REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 LOCAL_INSTANCE_TYPE = "local"

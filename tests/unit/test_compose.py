@@ -15,10 +15,10 @@ import jsonschema
 import pytest
 import yaml
 
+from cloud.defaults import DEFAULT_WORKDIR
 from cloud.deploy import DeployConfig
 from local_model import settings
 from scones import emulator, sagemaker_local, steps
-from scones.cli import DEFAULT_WORKDIR
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
