@@ -18,8 +18,9 @@ from cloud.promote import PromotionConfig, format_plan, plan_promotion, promote,
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.artifact import META_FILE
 from scones.errors import StepFailedError
-from scones.model_server import ModelServer, find_free_port
+from scones.model_server import ModelServer
 from scones.steps import ModelPaths, model_paths
+from scones.supervisor import free_port
 from scones.target import Connection
 
 CAPTURE_PREFIX = "data-capture"  # where SageMaker captures on AWS too (template: DataCaptureConfig)
@@ -106,7 +107,7 @@ def deploy_to_emulator(
     """Deploy the stack pointing at a model server, and start that server for `model` (unless `model_url`
     names one), recording the artifacts' hashes for a later promotion. The server started here is returned
     running; if it cannot start, nothing is left running (the stack stays, for `teardown`)."""
-    url = options.model_url or f"http://127.0.0.1:{options.model_port or find_free_port()}"
+    url = options.model_url or f"http://127.0.0.1:{options.model_port or free_port()}"
     has_tarball = model is not None and model.tarball.is_file()
     threshold = resolve_threshold(options.threshold, model.model_dir if model is not None else None)
     progress(f"confidence threshold {threshold.value} ({threshold.source})")

@@ -12,16 +12,15 @@ import contextlib
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from scones.supervisor import ChildProcess
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +86,19 @@ def is_ministack(endpoint_url: str, timeout_s: float = 5.0) -> bool:
         return False
 
 
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-class Ministack:
+class Ministack(ChildProcess):
     """ministack in a child process: `with Ministack() as emulator: emulator.endpoint_url`.
 
     It runs with this interpreter, so the Lambda handlers it starts (as local processes, with the
     same interpreter) import this environment's boto3, the one matching ministack's pinned botocore.
+    It leads a process group of its own: its Lambda workers join it and are stopped with it.
     """
+
+    name = "ministack"
+    start_error = EmulatorError
+    port_taken_error = EmulatorPortTakenError
+    port_taken_markers = ("already in use",)
+    own_process_group = True
 
     def __init__(
         self,
@@ -108,14 +108,10 @@ class Ministack:
         startup_timeout_s: float = 60.0,
         work_dir: Path | None = None,
     ):
-        self._requested_port = port
-        self.port = port
+        super().__init__(host=HOST, port=port, startup_timeout_s=startup_timeout_s)
         self.region = region
-        self.startup_timeout_s = startup_timeout_s
         self._work_dir = work_dir
         self._own_work_dir: tempfile.TemporaryDirectory | None = None
-        self._process: subprocess.Popen | None = None
-        self._log = None
 
     @property
     def endpoint_url(self) -> str:
@@ -124,15 +120,20 @@ class Ministack:
         return f"http://{HOST}:{self.port}"
 
     @property
-    def log_path(self) -> Path:
-        return self.work_dir / "ministack.log"
-
-    @property
     def work_dir(self) -> Path:
         if self._work_dir is None:
             self._own_work_dir = tempfile.TemporaryDirectory(prefix="scones-ministack-")
             self._work_dir = Path(self._own_work_dir.name)
         return self._work_dir
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "ministack"]
+
+    def cwd(self) -> Path:
+        return self.work_dir
+
+    def environment(self) -> dict[str, str]:
+        return self.child_environment()
 
     def child_environment(self) -> dict[str, str]:
         """ministack's environment, built from scratch: its Lambda handlers inherit all of it."""
@@ -156,90 +157,32 @@ class Ministack:
         )
         return env
 
+    def taken_port_message(self) -> str:
+        return f"port {self.port} on {HOST} is taken; choose another or leave it unset"
+
+    def health_url(self) -> str:
+        return self.endpoint_url + MINISTACK_HEALTH_PATH
+
+    def check_health(self) -> tuple[bool, str | None]:
+        try:
+            with urllib.request.urlopen(self.health_url(), timeout=1.0) as response:
+                return response.status == 200, None
+        except (urllib.error.URLError, OSError):
+            return False, None
+
     def start(self) -> str:
-        if self._process is not None:
+        if self.running:
             return self.endpoint_url
-        # A port picked here can be taken by another process before ministack binds it: pick again.
-        attempts = 1 if self._requested_port else 3
-        for attempt in range(1, attempts + 1):
-            self.port = self._requested_port or free_port()
-            try:
-                self._launch()
-                self._wait_until_ready()
-            except EmulatorPortTakenError:
-                self.stop()
-                if attempt == attempts:
-                    raise
-                continue
-            except BaseException:
-                self.stop()
-                raise
-            logger.info("ministack ready at %s (pid %d)", self.endpoint_url, self._process.pid)
-            return self.endpoint_url
-        raise AssertionError("unreachable")
+        super().start()
+        return self.endpoint_url
 
     def _launch(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            if probe.connect_ex((HOST, self.port)) == 0:
-                raise EmulatorPortTakenError(f"port {self.port} on {HOST} is taken; choose another or leave it unset")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "ministack"],
-            cwd=self.work_dir,
-            env=self.child_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its Lambda workers join its process group, stopped with it
-        )
+        self.log_path = self.work_dir / "ministack.log"  # a fresh work dir after a failed attempt
+        super()._launch()
 
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        url = self.endpoint_url + MINISTACK_HEALTH_PATH
-        while True:
-            if self._process.poll() is not None:
-                if "already in use" in self.log_tail():
-                    raise EmulatorPortTakenError(f"port {self.port} on {HOST} is taken:\n{self.log_tail()}")
-                raise EmulatorError(
-                    f"ministack exited with code {self._process.returncode} while starting:\n{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise EmulatorError(
-                    f"ministack did not answer {url} within {self.startup_timeout_s:.0f} s:\n{self.log_tail()}"
-                )
-            time.sleep(0.1)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop ministack and the Lambda workers it started (its process group)."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-        # Workers outlive a ministack that exited on its own; they are still in its group.
-        if process is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop ministack and the Lambda workers it started (its process group); remove its own work dir."""
+        super().stop(timeout_s)
         if self._own_work_dir is not None:
             self._own_work_dir.cleanup()
             self._own_work_dir, self._work_dir = None, None
@@ -247,9 +190,6 @@ class Ministack:
     def __enter__(self) -> Ministack:
         self.start()
         return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager

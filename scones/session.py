@@ -15,7 +15,6 @@ from pathlib import Path
 from scones.deployment import Deployment, DeployOptions, deploy_to_emulator, remove_stack
 from scones.emulator import HOST, local_aws_environment
 from scones.errors import EnvironmentProblemError, PortTakenError
-from scones.model_server import is_port_free
 from scones.state import (
     CorruptStateError,
     SessionState,
@@ -25,6 +24,7 @@ from scones.state import (
     write_state,
 )
 from scones.steps import ModelPaths
+from scones.supervisor import is_port_free
 from scones.target import Connection
 
 

@@ -18,7 +18,7 @@ from lambdas.contract import CLASSES
 from local_model import inference
 from local_model.capture import read_captured_inferences
 from local_model.classifier import pack_model_tar
-from scones.model_server import find_free_port
+from scones.supervisor import free_port
 
 TINY = {"epochs": "3", "width": "8", "autoaugment": "true", "seed": "0"}
 PING_TIMEOUT_S = 120
@@ -77,7 +77,7 @@ def served(docker, model_image, trained, tmp_path_factory):
     root, result = trained
     assert result.returncode == 0, "training failed; see test_train_writes_a_model_that_the_host_loads"
     captures = tmp_path_factory.mktemp("captures")
-    port = find_free_port()
+    port = free_port()
     name = f"scones-serve-{uuid.uuid4().hex[:8]}"
     started = docker_run(
         docker, "run", "--detach", "--name", name, "-p", f"127.0.0.1:{port}:8080",

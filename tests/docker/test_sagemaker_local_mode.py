@@ -17,7 +17,7 @@ from lambdas.contract import CLASSES
 from local_model import inference
 from local_model.capture import read_captured_inferences
 from scones import sagemaker_local
-from scones.model_server import find_free_port
+from scones.supervisor import free_port
 
 ROLE = "arn:aws:iam::000000000000:role/scones-local"  # a dummy: local mode never assumes it
 HYPERPARAMETERS = {"epochs": 3, "width": 8, "autoaugment": True, "seed": 0}
@@ -69,7 +69,7 @@ def sdk_calls(monkeypatch):
 def local_mode_env(monkeypatch, tmp_path, model_image):
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv(sagemaker_local.IMAGE_URI_VAR, model_image)
-    monkeypatch.setenv(sagemaker_local.SERVING_PORT_VAR, str(find_free_port()))
+    monkeypatch.setenv(sagemaker_local.SERVING_PORT_VAR, str(free_port()))
     for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))

@@ -19,8 +19,8 @@ import pytest
 
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
 from scones.emulator import is_reachable
-from scones.model_server import is_port_free
 from scones.state import read_state
+from scones.supervisor import is_port_free
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,8 @@ from lambdas.classify_image import invoke_endpoint
 from local_model.capture import CAPTURE_WRITE_ERROR
 from scones.emulator import Ministack, local_aws_environment
 from scones.errors import EXIT_ENVIRONMENT, EXIT_OK
-from scones.model_server import ModelServer, find_free_port
+from scones.model_server import ModelServer
+from scones.supervisor import free_port
 
 from .conftest import CONFIDENCE_THRESHOLD, ENDPOINT_NAME, MODEL_URL_VAR
 
@@ -57,7 +58,7 @@ def running(sfn, outputs: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def fault_port() -> int:
     """The port the fault stack's classifier calls: each test puts its own server (or none) there."""
-    return find_free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,7 @@ def scones(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_the_cli_detects_an_emulator_restarted_since_deploy(model_server, test_images, tmp_path):
     """A ministack this test starts and restarts (on LocalStack's pass too: LocalStack cannot be restarted
     from here), driven through the real `scones` command."""
-    port = find_free_port()
+    port = free_port()
     workdir = tmp_path / "workdir"
     image = str(test_images.confident["bicycle"].path)
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

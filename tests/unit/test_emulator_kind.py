@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from scones.emulator import MINISTACK_HEALTH_PATH, free_port, is_ministack
+from scones.emulator import MINISTACK_HEALTH_PATH, is_ministack
+from scones.supervisor import free_port
 
 
 def serve(paths_answered: set[str]):

@@ -15,9 +15,8 @@ from scones.model_server import (
     ModelServerError,
     ModelServerStartError,
     PortInUseError,
-    find_free_port,
-    is_port_free,
 )
+from scones.supervisor import free_port, is_port_free
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +104,7 @@ def test_starting_twice_is_refused(model_dir):
 def test_a_killed_server_loses_its_buffered_captures_and_restarts_on_the_same_port(model_dir, tmp_path):
     destination = tmp_path / "capture"
     server = ModelServer(
-        model_dir, port=find_free_port(), capture_destination=destination, env={"SCONES_CAPTURE_FLUSH_SECONDS": "3600"}
+        model_dir, port=free_port(), capture_destination=destination, env={"SCONES_CAPTURE_FLUSH_SECONDS": "3600"}
     )
     with server:
         invoke(server.url, png_rgba(seed=6))

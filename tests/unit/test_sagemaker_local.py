@@ -31,7 +31,8 @@ from PIL import Image
 from local_model import settings, train
 from local_model.classifier import CLASSES, pack_model_tar
 from scones import sagemaker_local
-from scones.model_server import ModelServer, ModelServerStartError, find_free_port
+from scones.model_server import ModelServer, ModelServerStartError
+from scones.supervisor import free_port
 
 ROLE = "arn:aws:iam::000000000000:role/scones-local"  # a dummy: local mode never assumes it
 TINY = {"epochs": 1, "width": 4, "batch_size": 8, "autoaugment": False, "bf16": False, "val_fraction": 0}
@@ -305,7 +306,7 @@ def png() -> bytes:
 
 
 def test_endpoint_compose_config_serves_a_copy_of_the_model(compose, outside_calls, model_tar, tmp_path, monkeypatch):
-    port = find_free_port()
+    port = free_port()
     monkeypatch.setenv(sagemaker_local.SERVING_PORT_VAR, str(port))
     session = sagemaker_local.create_session()
     beside_original = sorted(p.name for p in model_tar.parent.iterdir())
@@ -336,7 +337,7 @@ def test_endpoint_that_never_gets_healthy_is_stopped_and_named(compose, tmp_path
     from sagemaker.local import entities
 
     monkeypatch.setattr(entities, "HEALTH_CHECK_TIMEOUT_LIMIT", 5)  # the SDK gives up after one /ping, not 120 s
-    monkeypatch.setenv(sagemaker_local.SERVING_PORT_VAR, str(find_free_port()))
+    monkeypatch.setenv(sagemaker_local.SERVING_PORT_VAR, str(free_port()))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.json").write_text("not a model")
@@ -351,7 +352,7 @@ def test_endpoint_that_never_gets_healthy_is_stopped_and_named(compose, tmp_path
 
 
 def test_deploy_without_capture_sets_no_destination(compose, model_tar, tmp_path, monkeypatch):
-    monkeypatch.setenv(sagemaker_local.SERVING_PORT_VAR, str(find_free_port()))
+    monkeypatch.setenv(sagemaker_local.SERVING_PORT_VAR, str(free_port()))
     endpoint = sagemaker_local.deploy(
         model_tar, role=ROLE, endpoint_name="scones-no-capture", workdir=tmp_path / "endpoints", capture=False
     )
