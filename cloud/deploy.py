@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -35,6 +35,7 @@ from cloud.defaults import (
     DEFAULT_INSTANCE_TYPE,
     DEFAULT_STACK_NAME,
 )
+from cloud.polling import PollTimeoutError, poll
 
 logger = logging.getLogger(__name__)
 
@@ -453,40 +454,43 @@ def stack_status(cfn, stack_name: str) -> str | None:
         raise
 
 
-def _poll_intervals() -> Iterator[float]:
-    """Short first waits for emulators, then back off towards AWS's pace."""
-    interval = 0.25
-    while True:
-        yield interval
-        interval = min(interval * 1.5, 5.0)
+# Short first waits for emulators, then back off towards AWS's pace.
+STACK_POLL = {"interval_s": 0.25, "max_interval_s": 5.0}
+
+
+def _until(deadline: float) -> float:
+    return deadline - time.monotonic()
 
 
 def wait_for_change_set(cfn, change_set_id: str, stack_name: str, deadline: float) -> dict:
-    for interval in _poll_intervals():
-        described = cfn.describe_change_set(ChangeSetName=change_set_id, StackName=stack_name)
-        if described["Status"] in ("CREATE_COMPLETE", "FAILED"):
-            return described
-        if time.monotonic() + interval > deadline:
-            raise DeployTimeoutError(f"change set for {stack_name} still {described['Status']} at the deadline")
-        time.sleep(interval)
-    raise AssertionError("unreachable")
+    try:
+        return poll(
+            lambda: cfn.describe_change_set(ChangeSetName=change_set_id, StackName=stack_name),
+            lambda described: described["Status"] in ("CREATE_COMPLETE", "FAILED"),
+            timeout_s=_until(deadline),
+            **STACK_POLL,
+        )
+    except PollTimeoutError as e:
+        raise DeployTimeoutError(f"change set for {stack_name} still {e.last['Status']} at the deadline") from None
 
 
 def wait_for_stack(cfn, stack_name: str, deadline: float, progress: Callable[[str], None] = logger.info) -> str:
     """Wait until the stack is in a final state; return it, or raise StackFailedError with the reasons."""
-    for interval in _poll_intervals():
-        status = stack_status(cfn, stack_name)
-        if status in (None, "DELETE_COMPLETE"):
-            return "DELETE_COMPLETE"
-        if not status.endswith("_IN_PROGRESS"):
-            if status in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"):
-                progress(f"{stack_name}: {status}")
-                return status
-            raise StackFailedError(f"stack {stack_name} ended {status}: {failure_reasons(cfn, stack_name)}")
-        if time.monotonic() + interval > deadline:
-            raise DeployTimeoutError(f"stack {stack_name} still {status} at the deadline")
-        time.sleep(interval)
-    raise AssertionError("unreachable")
+    try:
+        status = poll(
+            lambda: stack_status(cfn, stack_name),
+            lambda status: status is None or not status.endswith("_IN_PROGRESS"),
+            timeout_s=_until(deadline),
+            **STACK_POLL,
+        )
+    except PollTimeoutError as e:
+        raise DeployTimeoutError(f"stack {stack_name} still {e.last} at the deadline") from None
+    if status in (None, "DELETE_COMPLETE"):
+        return "DELETE_COMPLETE"
+    if status in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"):
+        progress(f"{stack_name}: {status}")
+        return status
+    raise StackFailedError(f"stack {stack_name} ended {status}: {failure_reasons(cfn, stack_name)}")
 
 
 def failure_reasons(cfn, stack_name: str) -> str:

@@ -20,6 +20,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud.deploy import DEFAULT_STACK_NAME, UPLOAD_TRIGGER_PREFIX, make_client, stack_outputs
+from cloud.polling import PollTimeoutError, poll
 from lambdas.contract import (
     CLASSES,
     MAX_EVENT_BYTES,
@@ -160,26 +161,27 @@ def wait_for_execution(
 ) -> ExecutionResult:
     """Poll until the execution ends, every `poll_s` growing to `max_poll_s` seconds. At the deadline
     the execution is stopped, so none is left RUNNING."""
-    deadline = time.monotonic() + timeout_s
-    interval = poll_s
-    while True:
-        described = sfn.describe_execution(executionArn=execution_arn)
-        if described["status"] in TERMINAL_STATUSES:
-            return with_rejected_scores(sfn, _result(described))
-        if time.monotonic() + interval > deadline:
-            try:
-                sfn.stop_execution(
-                    executionArn=execution_arn, error="ExecutionTimeoutError", cause=f"not done in {timeout_s} s"
-                )
-            except ClientError:
-                # It may have ended between the two calls: then it is not ours to report as stuck.
-                described = sfn.describe_execution(executionArn=execution_arn)
-                if described["status"] in TERMINAL_STATUSES:
-                    return _result(described)
-                raise
-            raise ExecutionTimeoutError(f"{execution_arn} was still running after {timeout_s} s; stopped it")
-        time.sleep(interval)
-        interval = min(interval * 1.5, max_poll_s)
+    try:
+        described = poll(
+            lambda: sfn.describe_execution(executionArn=execution_arn),
+            lambda described: described["status"] in TERMINAL_STATUSES,
+            timeout_s=timeout_s,
+            interval_s=poll_s,
+            max_interval_s=max_poll_s,
+        )
+    except PollTimeoutError:
+        try:
+            sfn.stop_execution(
+                executionArn=execution_arn, error="ExecutionTimeoutError", cause=f"not done in {timeout_s} s"
+            )
+        except ClientError:
+            # It may have ended between the two calls: then it is not ours to report as stuck.
+            described = sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] in TERMINAL_STATUSES:
+                return with_rejected_scores(sfn, _result(described))
+            raise
+        raise ExecutionTimeoutError(f"{execution_arn} was still running after {timeout_s} s; stopped it") from None
+    return with_rejected_scores(sfn, _result(described))
 
 
 def trigger_prefix(outputs: dict[str, str]) -> str | None:
@@ -248,19 +250,20 @@ class TriggeredExecutions:
     def wait_for(self, bucket: str, key: str, since: datetime, timeout_s: float = TRIGGER_TIMEOUT_S) -> str:
         """The execution the upload of s3://bucket/key at `since` started; TriggerNotFiredError after
         `timeout_s` seconds without one."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def look() -> str | None:
             self.refresh(since)
-            if arn := self.claim(bucket, key, since):
-                return arn
-            if time.monotonic() > deadline:
-                raise TriggerNotFiredError(
-                    f"no execution of {self._machine} started on s3://{bucket}/{key} within {timeout_s:g} s of "
-                    "its upload: the stack's upload trigger (UploadTriggerRuleName in its outputs) did not fire. "
-                    "Check that the rule is ENABLED and the bucket sends events to EventBridge, or run with "
-                    "--start-execution"
-                )
-            time.sleep(self._refresh_s)
+            return self.claim(bucket, key, since)
+
+        try:
+            return poll(look, bool, timeout_s=timeout_s, interval_s=self._refresh_s)
+        except PollTimeoutError:
+            raise TriggerNotFiredError(
+                f"no execution of {self._machine} started on s3://{bucket}/{key} within {timeout_s:g} s of "
+                "its upload: the stack's upload trigger (UploadTriggerRuleName in its outputs) did not fire. "
+                "Check that the rule is ENABLED and the bucket sends events to EventBridge, or run with "
+                "--start-execution"
+            ) from None
 
 
 def _bucket_and_key(sfn, execution_arn: str) -> tuple[str | None, str | None]:

@@ -5,6 +5,7 @@ the stack has no trigger or when asked, start one per image), and wait for each 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -20,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
 from cloud.deploy import make_client
+from cloud.polling import PollTimeoutError, poll
 from cloud.workflow import (
     DIRECT_PREFIX,
     TERMINAL_STATUSES,
@@ -179,13 +181,16 @@ class StartedExecutions:
 
     def still_running(self, arns: list[str], within_s: float) -> list[str]:
         """Those of `arns` that do not report a terminal status within `within_s` seconds."""
-        deadline = time.monotonic() + within_s
-        while True:
-            running = [arn for arn in arns if not self._terminal(arn)]
-            if not running or time.monotonic() > deadline:
-                return running
-            arns = running
-            time.sleep(POLL_S)
+        remaining = list(arns)
+
+        def running() -> list[str]:
+            remaining[:] = [arn for arn in remaining if not self._terminal(arn)]
+            return list(remaining)
+
+        try:
+            return poll(running, lambda left: not left, timeout_s=within_s, interval_s=POLL_S)
+        except PollTimeoutError as e:
+            return e.last
 
     def _terminal(self, arn: str) -> bool:
         try:
@@ -277,35 +282,37 @@ def run_workflow_batch(
 def claim_unfollowed_executions(started: StartedExecutions, finder: TriggeredExecutions, bucket: str, since) -> None:
     """Record the executions the batch's uploads started that no worker has claimed yet (Ctrl-C came
     between an upload and its execution being listed), waiting up to STOP_CONFIRM_S for them to appear."""
-    deadline = time.monotonic() + STOP_CONFIRM_S
-    while True:
+
+    def missing() -> int:
         for arn in finder.claim_all(bucket, set(started.uploads), since):
             started.record(arn)
-        missing = len(started.uploads) - len(started.arns)
-        if missing <= 0:
-            return
-        if time.monotonic() > deadline:
-            print(
-                f"{missing} uploads of this batch started no execution that could be found within {STOP_CONFIRM_S:g} s",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
-        time.sleep(POLL_S)
+        return len(started.uploads) - len(started.arns)
+
+    try:
+        poll(missing, lambda count: count <= 0, timeout_s=STOP_CONFIRM_S, interval_s=POLL_S)
+    except PollTimeoutError as e:
+        print(
+            f"{e.last} uploads of this batch started no execution that could be found within {STOP_CONFIRM_S:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def wait_unless_stopping(sfn, arn: str, timeout_s: float, started: StartedExecutions) -> ExecutionResult:
     """cloud.workflow.wait_for_execution, giving up as soon as the batch is being stopped (then the sweep
     stops the execution), so an interrupted batch does not wait for its executions to end."""
     deadline = time.monotonic() + timeout_s
-    interval = POLL_S
-    while not started.stopping:
-        if sfn.describe_execution(executionArn=arn)["status"] in TERMINAL_STATUSES or time.monotonic() > deadline:
-            # Terminal: read its result; past the deadline: stop it and raise ExecutionTimeoutError.
-            return wait_for_execution(sfn, arn, max(0.0, deadline - time.monotonic()))
-        time.sleep(interval)
-        interval = min(interval * 1.5, MAX_POLL_S)
-    raise BatchInterruptedError(f"the batch was interrupted while {arn} ran; stopped it")
+    with contextlib.suppress(PollTimeoutError):  # past the deadline: wait_for_execution stops it and raises
+        poll(
+            lambda: started.stopping or sfn.describe_execution(executionArn=arn)["status"] in TERMINAL_STATUSES,
+            bool,
+            timeout_s=timeout_s,
+            interval_s=POLL_S,
+            max_interval_s=MAX_POLL_S,
+        )
+    if started.stopping:
+        raise BatchInterruptedError(f"the batch was interrupted while {arn} ran; stopped it")
+    return wait_for_execution(sfn, arn, max(0.0, deadline - time.monotonic()))
 
 
 def run_endpoint_batch(

@@ -6,6 +6,7 @@ Used by benchmarks/load_ledger.py and tests/integration/test_ledger.py alike."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud.deploy import make_client
+from cloud.polling import PollTimeoutError, poll
 from cloud.workflow import TERMINAL_STATUSES, UNNAMED_LAMBDA_ERRORS
 from lambdas.contract import CLASSES
 from local_model.capture import CapturedInference, read_captured_inferences
@@ -84,13 +86,13 @@ def new_captures(destination: str, endpoint_name: str, seen: set[str]) -> list[C
 def wait_for_settled_captures(url: str, timeout_s: float = CAPTURE_TIMEOUT_S) -> None:
     """Wait until the server at `url` holds no capture record that is not yet written (its /ping counts
     them), so that records of requests made before a batch are not read as the batch's."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def buffered() -> int:
         with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-            capture = json.loads(response.read() or b"{}").get("capture") or {}
-        if capture.get("records_buffered", 0) == 0 or time.monotonic() > deadline:
-            return
-        time.sleep(CAPTURE_POLL_S)
+            return (json.loads(response.read() or b"{}").get("capture") or {}).get("records_buffered", 0)
+
+    with contextlib.suppress(PollTimeoutError):  # still buffering at the deadline: the ledger shows it
+        poll(buffered, lambda count: count == 0, timeout_s=timeout_s, interval_s=CAPTURE_POLL_S)
 
 
 def wait_for_captures(
@@ -98,12 +100,10 @@ def wait_for_captures(
 ) -> list[CapturedInference]:
     """Read until at least `expected` records are there (the server writes them in the background) or the
     deadline passes; what was read last either way, so a shortfall shows in the ledger."""
-    deadline = time.monotonic() + timeout_s
-    records = read()
-    while len(records) < expected and time.monotonic() < deadline:
-        time.sleep(CAPTURE_POLL_S)
-        records = read()
-    return records
+    try:
+        return poll(read, lambda records: len(records) >= expected, timeout_s=timeout_s, interval_s=CAPTURE_POLL_S)
+    except PollTimeoutError as e:
+        return e.last
 
 
 def list_batch_executions(sfn, state_machine_arn: str, name_prefix: str) -> dict[str, dict]:

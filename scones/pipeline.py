@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from local_model.capture import CaptureError, read_captured_inferences
 from scones import steps
 from scones.batch import DEFAULT_CONCURRENCY, EXECUTION_TIMEOUT_S, ImageOutcome, run_workflow_batch
 from scones.deployment import DeployOptions
+from scones.ledger import wait_for_captures
 from scones.report import (
     BatchReport,
     format_batch_report,
@@ -56,12 +56,7 @@ def reports_dir(workdir: Path) -> Path:
 
 def count_captures(destination: str, expected: int, timeout_s: float = CAPTURE_WAIT_S) -> list:
     """The captured records, once at least `expected` are there or at the deadline (writes are batched)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        records = list(read_captured_inferences(destination))
-        if len(records) >= expected or time.monotonic() > deadline:
-            return records
-        time.sleep(0.5)
+    return wait_for_captures(lambda: list(read_captured_inferences(destination)), expected, timeout_s)
 
 
 def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from tqdm import tqdm
 
 from cloud.deploy import make_client
+from cloud.polling import PollTimeoutError, poll
 from cloud.workflow import WorkflowRunError
 from lambdas.summarize_batch import SUMMARY_PREFIX, summary_key
 
@@ -144,15 +145,22 @@ def check_prefix_has_objects(s3, bucket: str, prefix: str) -> None:
 def follow(sfn, arn: str, deadline: float, show_progress: bool) -> dict:
     """Poll the execution until it ends, showing its Map Run's item counts; stop it at the deadline."""
     with tqdm(total=None, unit="image", desc="batch", disable=not show_progress) as bar:
-        while True:
+
+        def read() -> dict:
             described = sfn.describe_execution(executionArn=arn)
             update_bar(sfn, arn, bar)
-            if described["status"] in TERMINAL_STATUSES:
-                return described
-            if time.monotonic() > deadline:
-                sfn.stop_execution(executionArn=arn, error="BatchTimeoutError", cause="the client's deadline passed")
-                raise BatchTimeoutError(f"{arn} was still running at the deadline; it has been stopped")
-            time.sleep(POLL_INTERVAL_S)
+            return described
+
+        try:
+            return poll(
+                read,
+                lambda described: described["status"] in TERMINAL_STATUSES,
+                timeout_s=deadline - time.monotonic(),
+                interval_s=POLL_INTERVAL_S,
+            )
+        except PollTimeoutError:
+            sfn.stop_execution(executionArn=arn, error="BatchTimeoutError", cause="the client's deadline passed")
+            raise BatchTimeoutError(f"{arn} was still running at the deadline; it has been stopped") from None
 
 
 def update_bar(sfn, arn: str, bar: tqdm) -> None:

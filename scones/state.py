@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
+
+from cloud.polling import PollTimeoutError, poll
 
 STATE_FILE = "state.json"
 # A process is identified by its pid and its start time (psutil's create_time, 10 ms resolution on Linux).
@@ -132,11 +133,9 @@ def stop_process(pid: int | None, started_at: float | None, marker: str, timeout
     with contextlib.suppress(psutil.NoSuchProcess):
         process.terminate()
     # Polled, not process.wait(): that would reap a child of ours and hide its exit status from its parent.
-    deadline = time.monotonic() + timeout_s
-    while is_running(pid, started_at, marker):
-        if time.monotonic() > deadline:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-            break
-        time.sleep(0.1)
+    try:
+        poll(lambda: is_running(pid, started_at, marker), lambda running: not running, timeout_s=timeout_s)
+    except PollTimeoutError:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
     return True
