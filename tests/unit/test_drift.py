@@ -178,3 +178,16 @@ def test_a_bad_baseline_file_is_a_named_error(tmp_path, content, message):
     (tmp_path / "broken.tar.gz").write_bytes(b"not a tar")
     with pytest.raises(BaselineError, match=r"not a readable model\.tar\.gz"):
         load_baseline(tmp_path / "broken.tar.gz")
+
+
+def test_drift_needs_both_a_large_psi_and_a_significant_test():
+    baseline, top, predicted = confident_baseline()
+    rng = np.random.default_rng(2)
+    idx = rng.choice(len(top), 60, replace=False)  # a sample of the baseline's own population
+    window = (top[idx].tolist(), [CLASSES[i] for i in predicted[idx]])
+    noisy = detect_drift(baseline, *window, psi_threshold=0.0)  # any PSI is "large" ...
+    assert noisy.psi_confidence > 0 and noisy.ks_p_value > 0.01 and not noisy.drifted  # ... but not significant
+    unsure = (0.5 + (top - 0.5) * 0.4).tolist(), [CLASSES[i] for i in predicted]
+    assert detect_drift(baseline, *unsure).drifted
+    assert not detect_drift(baseline, *unsure, psi_threshold=100.0).drifted  # significant but below the PSI bar
+    assert not detect_drift(baseline, *unsure, p_value=0.0).drifted  # no test can reject at level 0
