@@ -80,7 +80,7 @@ def draw_window(labels: np.ndarray, size: int, class0_share: float | None, rng: 
     )
 
 
-def run_fold(data: ImageSet, pool_idx: np.ndarray, hp: Hyperparameters, args, rng) -> list[dict]:
+def run_fold(data: ImageSet, pool_idx: np.ndarray, hp: Hyperparameters, args, rng, fold: int) -> list[dict]:
     rest, pool = data.subset(np.setdiff1d(np.arange(len(data)), pool_idx)), data.subset(pool_idx)
     with tempfile.TemporaryDirectory() as model_dir:
         train_model(rest, Path(model_dir), hp)
@@ -90,15 +90,19 @@ def run_fold(data: ImageSet, pool_idx: np.ndarray, hp: Hyperparameters, args, rn
         images = transform(pool.images, rng) if transform else pool.images
         probs = classifier.predict_proba(images)
         top, predicted = probs.max(1), [baseline.classes[i] for i in probs.argmax(1)]
+        correct = probs.argmax(1) == pool.labels
         for size in args.window_sizes:
-            reports = []
+            reports, accuracies = [], []
             for _ in range(args.windows):
                 idx = draw_window(pool.labels, size, class0_share, rng)
+                accuracies.append(correct[idx].mean())
                 reports.append(detect_drift(baseline, top[idx].tolist(), [predicted[i] for i in idx], min_window=1))
             rows.append(
                 {
                     "shift": name,
                     "window": size,
+                    "fold": fold,
+                    "accuracy": float(np.mean(accuracies)),  # of the model on the windows' images
                     "baseline_n": baseline.n_images,
                     "psi_confidence_median": float(np.median([r.psi_confidence for r in reports])),
                     "psi_confidence_p95": float(np.percentile([r.psi_confidence for r in reports], 95)),
@@ -125,7 +129,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         group = [r for r in rows if r["shift"] == shift and r["window"] == window]
         row = {"shift": shift, "window": window, "folds": len(group)}
         for k in group[0]:
-            if k in ("shift", "window"):
+            if k in ("shift", "window", "fold"):
                 continue
             values = [g[k] for g in group]
             row[k] = max(values) if k == "psi_max_p95" else min(values) if k == "psi_max_p5" else float(np.mean(values))
@@ -148,22 +152,27 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     folds = stratified_folds(data.labels, max(2, args.folds), args.seed)
     rows = []
-    for pool_idx in tqdm(folds[: args.folds], desc="folds", unit="fold", file=sys.stderr):
-        rows += run_fold(data, pool_idx, hp, args, rng)
+    for fold, pool_idx in enumerate(tqdm(folds[: args.folds], desc="folds", unit="fold", file=sys.stderr)):
+        rows += run_fold(data, pool_idx, hp, args, rng, fold)
     summary = summarize(rows)
     print(
         f"recipe {args.recipe}, {args.folds} folds of {len(data)} images, {args.windows} windows per cell, "
         f"FLAGGED = the rule (PSI > {DEFAULT_PSI_THRESHOLD} and p < {DEFAULT_P_VALUE} on a view); the others alone"
     )
     header = f"{'shift':24} {'window':>6} {'PSI conf':>8} {'PSI cls':>8} {'maxPSI p5':>9} {'maxPSI p95':>10} "
-    print(header + f"{'FLAGGED':>8} {'PSI only':>8} {'KS only':>8} {'chi2 only':>9}")
+    print(header + f"{'FLAGGED':>8} {'PSI only':>8} {'KS only':>8} {'chi2 only':>9} {'accuracy':>8}")
     for r in summary:
         print(
             f"{r['shift']:24} {r['window']:>6} {r['psi_confidence_median']:>8.3f} {r['psi_classes_median']:>8.3f} "
             f"{r['psi_max_p5']:>9.3f} {r['psi_max_p95']:>10.3f} {r['flagged']:>8.1%} {r['flagged_psi_only']:>8.1%} "
-            f"{r['flagged_ks']:>8.1%} "
-            f"{r['flagged_chi2']:>9.1%}"
+            f"{r['flagged_ks']:>8.1%} {r['flagged_chi2']:>9.1%} {r['accuracy']:>8.1%}"
         )
+    # Each fold is its own model: a shift one model ignores another may notice.
+    detail = [r for r in rows if r["window"] == args.window_sizes[-1]]
+    print(f"\nper fold, {args.window_sizes[-1]}-image windows: share flagged (model accuracy on the shifted images)")
+    for shift in SHIFTS:
+        cells = [f"{r['flagged']:>6.1%} ({r['accuracy']:.1%})" for r in detail if r["shift"] == shift]
+        print(f"{shift:24} " + "  ".join(cells))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
     return 0
