@@ -1,11 +1,13 @@
 """The trained classifier as it is saved and loaded: weights, metadata and prediction.
 
 A model directory (SageMaker's /opt/ml/model, packed by SageMaker or by `pack_model_tar`
-into model.tar.gz) holds exactly two files:
+into model.tar.gz) holds two files, and a third when training had a validation split:
 
 - `model.pt`: `{"state_dicts": [...]}`, one state_dict per ensemble member (no pickled modules;
   loaded with `weights_only=True`).
 - `model.json`: architecture, class names, preprocessing constants and validation metrics.
+- `baseline.json`: the validation split's score and class distributions, for drift monitoring
+  (local_model/baseline.py); loading the model does not need it.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from local_model.augment import AutoAugment
+from local_model.baseline import BASELINE_FILE, build_baseline, save_baseline
 from local_model.classifier import Classifier, ModelMeta, build_network, probabilities, save_model_dir
 from local_model.data import ImageSet, holdout_split, load_image_folder
 from local_model.threshold import choose_threshold, fit_temperature, negative_log_likelihood, no_validation_threshold
@@ -212,6 +213,12 @@ def train_model(train_set: ImageSet, model_dir: Path, hp: Hyperparameters, valid
         meta.confidence_threshold = no_validation_threshold(hp.routed_precision_target)
     meta.metrics = metrics
     save_model_dir(model_dir, networks, meta)
+    # The scores drift monitoring compares served traffic against (local_model/baseline.py); without a
+    # validation split there is none, and a stale one from an earlier run in this folder must not remain.
+    (Path(model_dir) / BASELINE_FILE).unlink(missing_ok=True)
+    if validation is not None:
+        source = f"validation split ({len(validation)} images)"
+        save_baseline(model_dir, build_baseline(classifier.predict_proba(validation.images), meta.classes, source))
     return metrics
 
 

@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from local_model import classifier, train
+from local_model.baseline import BASELINE_FILE, NoBaselineError, load_baseline
+from local_model.data import load_image_folder
 from local_model.train import HyperparameterError, Hyperparameters
 
 TINY = {"epochs": "2", "width": "4", "batch_size": "8", "autoaugment": "false", "bf16": "false"}
@@ -69,6 +71,23 @@ def test_training_entrypoint_follows_the_sagemaker_contract(tmp_path, monkeypatc
     loaded = classifier.load_model_dir(root / "model")
     probs = loaded.predict_proba(np.zeros((2, 32, 32, 3), dtype=np.uint8))
     assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    # The drift baseline: the model's scores on those 6 validation images, beside model.json.
+    base = load_baseline(root / "model")
+    assert base.n_images == 6 and sum(base.class_counts) == 6 and base.source == "validation split (6 images)"
+    validation = load_image_folder(root / "input/data/validation")
+    expected = loaded.predict_proba(validation.images).max(1)
+    assert np.allclose(sorted(base.confidences), sorted(expected), atol=1e-5)
+
+
+def test_a_model_trained_without_a_validation_split_has_no_baseline(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / BASELINE_FILE).write_text("{}")  # a stale one from an earlier run must not survive
+    train.train_from_folder(make_folder(tmp_path / "data"), model_dir, {**TINY, "val_fraction": "0"})
+    with pytest.raises(NoBaselineError, match="without a validation split"):
+        load_baseline(model_dir)
+    train.train_from_folder(make_folder(tmp_path / "data"), model_dir, {**TINY, "val_fraction": "0.25"})
+    assert load_baseline(model_dir).n_images == 4  # a quarter of 8 per class, held out
 
 
 def test_sm_environment_variables_override_the_paths(tmp_path, monkeypatch):
