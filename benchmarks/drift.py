@@ -29,6 +29,7 @@ from local_model.classifier import load_model_dir
 from local_model.data import ImageSet, load_image_folder, stratified_folds
 from local_model.train import Hyperparameters, train_model
 from scones.drift import DEFAULT_P_VALUE, DEFAULT_PSI_THRESHOLD, detect_drift
+from scones.report import percentile
 
 # The integration suite's model (tests/integration/conftest.py QUICK_HYPERPARAMETERS), ~20 s; "full" is
 # the shipped recipe (local_model/train.py defaults), ~3 min per fold on two cores.
@@ -104,11 +105,11 @@ def run_fold(data: ImageSet, pool_idx: np.ndarray, hp: Hyperparameters, args, rn
                     "fold": fold,
                     "accuracy": float(np.mean(accuracies)),  # of the model on the windows' images
                     "baseline_n": baseline.n_images,
-                    "psi_confidence_median": float(np.median([r.psi_confidence for r in reports])),
-                    "psi_confidence_p95": float(np.percentile([r.psi_confidence for r in reports], 95)),
-                    "psi_classes_median": float(np.median([r.psi_classes for r in reports])),
-                    "psi_max_p95": float(np.percentile([max(r.psi_confidence, r.psi_classes) for r in reports], 95)),
-                    "psi_max_p5": float(np.percentile([max(r.psi_confidence, r.psi_classes) for r in reports], 5)),
+                    "psi_confidence_median": percentile([r.psi_confidence for r in reports], 50),
+                    "psi_confidence_p95": percentile([r.psi_confidence for r in reports], 95),
+                    "psi_classes_median": percentile([r.psi_classes for r in reports], 50),
+                    "psi_max_p95": percentile([max(r.psi_confidence, r.psi_classes) for r in reports], 95),
+                    "psi_max_p5": percentile([max(r.psi_confidence, r.psi_classes) for r in reports], 5),
                     "flagged": float(np.mean([r.drifted for r in reports])),
                     "flagged_psi_only": float(
                         np.mean([max(r.psi_confidence, r.psi_classes) > r.psi_threshold for r in reports])

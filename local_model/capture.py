@@ -23,6 +23,7 @@ import os
 import random
 import tempfile
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,9 +35,13 @@ logger = logging.getLogger(__name__)
 
 VARIANT_NAME = "AllTraffic"  # SageMaker's default production variant, the only one this server has
 EVENT_VERSION = "0"
-# Captured bodies wait in memory until the writer thread stores them; past this many bytes new
-# captures are dropped (and counted) rather than letting a slow S3 grow the server without bound.
+# Captured bodies wait in memory until the writer thread stores them, at most this many bytes. A capture
+# that does not fit waits (in the request's worker thread, never on the event loop) up to
+# CAPTURE_WAIT_S for the writer to make room: back-pressure, so a burst of large bodies is captured whole.
+# Only past that wait (storage slower than the traffic) is it dropped: counted on /ping
+# (capture.records_dropped) and logged once per burst of drops, so memory stays bounded.
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+CAPTURE_WAIT_S = 10.0
 JSON_OUTPUT_TYPES = ("application/json",)
 
 
@@ -185,6 +190,7 @@ class CaptureWriter:
         sampling_percentage: float = 100.0,
         flush_interval_s: float = 1.0,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+        wait_for_room_s: float = CAPTURE_WAIT_S,
         client_factory: Callable[[], object] = s3_client,
         random_fn: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -197,6 +203,7 @@ class CaptureWriter:
         self.sampling_percentage = sampling_percentage
         self.flush_interval_s = flush_interval_s
         self.max_buffered_bytes = max_buffered_bytes
+        self.wait_for_room_s = wait_for_room_s
         self._client_factory = client_factory
         self._client = None
         self._random = random_fn
@@ -205,6 +212,8 @@ class CaptureWriter:
         self._pending_bytes = 0
         self._in_flight = 0  # records taken by a flush and not yet written (or dropped)
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # notified when a flush frees buffer space
+        self._dropping = False  # inside a burst of drops: one warning per burst
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -264,22 +273,38 @@ class CaptureWriter:
         output_content_type: str,
         inference_id: str | None = None,
     ) -> bool:
-        """Buffer one request/response pair (after sampling). Returns whether it was buffered; never raises."""
+        """Buffer one request/response pair (after sampling), waiting up to `wait_for_room_s` for buffer space
+        when it is full. Returns whether it was buffered; never raises. Call it off the event loop."""
         try:
             if not self.sampled():
                 return False
             size = len(input_body) + len(output_body)
-            with self._lock:
-                if self._pending_bytes + size > self.max_buffered_bytes:
+            with self._room:
+                deadline = time.monotonic() + self.wait_for_room_s
+                while not self._fits(size) and (remaining := deadline - time.monotonic()) > 0:
+                    self._wake.set()  # ask for a flush now rather than at the next interval
+                    self._room.wait(remaining)
+                if not self._fits(size):
                     self.records_dropped += 1
-                    if self.records_dropped == 1 or self.records_dropped % 1000 == 0:
+                    if not self._dropping:
+                        self._dropping = True
                         logger.warning(
-                            "%s: capture buffer full (%d bytes); %d captures dropped so far",
+                            "%s: capture buffer full (%d of %d bytes) for %.0f s: dropping captures until it "
+                            "drains; %d dropped so far (GET /ping: capture.records_dropped)",
                             CAPTURE_WRITE_ERROR,
                             self._pending_bytes,
+                            self.max_buffered_bytes,
+                            self.wait_for_room_s,
                             self.records_dropped,
                         )
                     return False
+                if self._dropping:
+                    self._dropping = False
+                    logger.warning(
+                        "%s: capture buffer has room again; %d dropped in all",
+                        CAPTURE_WRITE_ERROR,
+                        self.records_dropped,
+                    )
                 self._pending.append(
                     _PendingCapture(
                         endpoint_name,
@@ -297,6 +322,10 @@ class CaptureWriter:
             logger.exception("could not buffer a capture record; the request is unaffected")
             return False
 
+    def _fits(self, size: int) -> bool:
+        # Always room for one record in an empty buffer, whatever its size (the body limit bounds it).
+        return not self._pending or self._pending_bytes + size <= self.max_buffered_bytes
+
     @property
     def pending(self) -> int:
         with self._lock:
@@ -310,6 +339,7 @@ class CaptureWriter:
                 self._pending.clear()
                 self._pending_bytes = 0
                 self._in_flight = len(batch)
+                self._room.notify_all()
             if not batch:
                 return 0
             groups: dict[tuple[str, str], list[_PendingCapture]] = {}

@@ -13,24 +13,29 @@ Run: `python -m local_model.serve [--model-dir D] [--host H] [--port P]` (settin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import re
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from local_model import inference
 from local_model.capture import CaptureWriter
+from local_model.http_protocol import protocol_with_header_timeout
 from local_model.inference import BodyTooLargeError, EmptyBodyError, InferenceRequestError
 from local_model.settings import ENDPOINT_NAME_VAR, ServeSettings, SettingsError, read_serve_settings
 
@@ -40,11 +45,19 @@ logger = logging.getLogger("local_model.serve")  # not __name__: that is "__main
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 INFERENCE_ID_HEADER = "x-amzn-sagemaker-inference-id"
 INVOKED_VARIANT_HEADER = "x-Amzn-Invoked-Production-Variant"
-# Small images are decoded on the event loop: a 32x32 PNG decodes in microseconds, and the hop to a worker
-# thread would cost more than the work. Large bodies (photos), and small ones declaring many pixels (a 15 KB
-# PNG can declare 2048x2048, ~25 ms to decode), go to a thread so /ping and other requests stay live.
-INLINE_DECODE_MAX_BYTES = 64 * 1024
-INLINE_DECODE_MAX_PIXELS = 256 * 256
+# Every image is decoded and scored on one of MODEL_THREADS dedicated threads, never on the event loop, so
+# /ping and other connections stay live whatever a client sends (a 15 KB PNG can declare 2048x2048 pixels).
+# Dedicated and few: torch keeps per-thread buffers in every thread that ever ran the model, so scoring in
+# Starlette's pool of up to 40 threads left a burst at 16 concurrent requests ~700 MB above its baseline
+# (benchmarks/serve_stress.py); on two cores more threads add memory, not throughput. Freed decode buffers go
+# back to the OS after each large image (glibc's malloc_trim). Captures are buffered from Starlette's pool,
+# where waiting for buffer space blocks no scoring.
+MODEL_THREADS = 2
+TRIM_AFTER_PIXELS = 512 * 512
+# A body over the limit is read and discarded up to this many bytes before the 413 is sent, so that a client
+# that asked for `Connection: close` reads the JSON answer instead of a reset (the kernel resets a socket
+# closed with unread data). Larger bodies are cut off: their client may see a reset.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
 
 
 class ModelNotLoadedError(InferenceRequestError):
@@ -59,6 +72,9 @@ class ServerState:
     model: object | None = None
     load_error: str | None = None
     capture: CaptureWriter | None = None
+    model_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="model")
+    )
 
 
 def load_model(settings: ServeSettings):
@@ -75,29 +91,86 @@ def load_model(settings: ServeSettings):
 
 
 def error_response(error: InferenceRequestError) -> JSONResponse:
-    return JSONResponse({"error": type(error).__name__, "message": str(error)}, status_code=error.status)
+    # After a 408 the rest of the body may still come, or never: the connection is not reused.
+    headers = {"Connection": "close"} if error.status == 408 else None
+    return JSONResponse(
+        {"error": type(error).__name__, "message": str(error)}, status_code=error.status, headers=headers
+    )
 
 
-async def read_body(stream: AsyncIterator[bytes], declared_length: str | None, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` bytes without ever holding more than that."""
+class SlowBodyError(InferenceRequestError):
+    """The client stopped sending the request body."""
+
+    status = 408
+
+
+async def _chunks(stream: AsyncIterator[bytes], timeout_s: float) -> AsyncIterator[bytes]:
+    iterator = aiter(stream)
+    while True:
+        try:
+            yield await asyncio.wait_for(anext(iterator), timeout_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise SlowBodyError(f"no body data for {timeout_s:g} s; send the whole body at once") from None
+
+
+async def _drain(chunks: AsyncIterator[bytes], already: int) -> None:
+    """Read and drop the rest of a refused body, up to DRAIN_MAX_BYTES in all."""
+    async for chunk in chunks:
+        already += len(chunk)
+        if already > DRAIN_MAX_BYTES:
+            return
+
+
+async def read_body(
+    stream: AsyncIterator[bytes], declared_length: str | None, limit: int, chunk_timeout_s: float
+) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes without ever holding more than that, and
+    (408) a client silent for `chunk_timeout_s` in the middle of it (settings: SCONES_BODY_TIMEOUT_SECONDS)."""
+    chunks = _chunks(stream, chunk_timeout_s)
     if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+        if int(declared_length) <= DRAIN_MAX_BYTES:
+            await _drain(chunks, 0)
         raise BodyTooLargeError(f"request body is {declared_length} bytes; the limit is {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in stream:
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
+            await _drain(chunks, size)
             raise BodyTooLargeError(f"request body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def answer(state: ServerState, body: bytes, content_type: str | None, accept: str | None) -> tuple[str, str]:
-    """The four SageMaker handlers in order; raises InferenceRequestError for anything the client got wrong."""
+    """The four SageMaker handlers in order; raises InferenceRequestError for anything the client got wrong.
+    Runs on the model threads (ServerState.model_threads)."""
     if state.model is None:
         raise ModelNotLoadedError(f"the model is not loaded: {state.load_error}")
     inference.check_accept(accept)  # first: no point decoding an image we cannot answer in the asked format
-    data = inference.input_fn(body, content_type, state.settings.max_image_pixels)
+    try:
+        data = inference.input_fn(body, content_type, state.settings.max_image_pixels)
+    finally:
+        if inference.declared_pixels(body) > TRIM_AFTER_PIXELS:
+            release_freed_memory()
     return inference.output_fn(inference.predict_fn(data, state.model), accept)
+
+
+def release_freed_memory() -> None:
+    """Give memory freed by large decodes back to the OS (glibc keeps it in its arenas otherwise)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:  # not glibc: nothing to trim with
+        return None
+
+
+_LIBC = _load_libc() if hasattr(ctypes, "CDLL") else None
 
 
 async def invoke(request: Request, endpoint_name: str) -> Response:
@@ -107,15 +180,20 @@ async def invoke(request: Request, endpoint_name: str) -> Response:
     try:
         inference.check_content_type(content_type)  # refuse before reading a body we would not use
         # A refused body is left unread: uvicorn discards the rest, so the client still gets our answer.
-        body = await read_body(request.stream(), request.headers.get("content-length"), state.settings.max_body_bytes)
+        settings = state.settings
+        declared = request.headers.get("content-length")
+        body = await read_body(request.stream(), declared, settings.max_body_bytes, settings.body_timeout_s)
         if not body:
             raise EmptyBodyError("the request body is empty; send the image bytes")
-        if len(body) <= INLINE_DECODE_MAX_BYTES and inference.declared_pixels(body) <= INLINE_DECODE_MAX_PIXELS:
-            text, media = answer(state, body, content_type, accept)
-        else:
-            text, media = await run_in_threadpool(answer, state, body, content_type, accept)
+        text, media = await asyncio.get_running_loop().run_in_executor(
+            state.model_threads, answer, state, body, content_type, accept
+        )
     except InferenceRequestError as e:
         return error_response(e)
+    except ClientDisconnect:
+        # The client went away mid-body: nobody to answer, nothing wrong on our side.
+        logger.info("client disconnected before its request body was complete (%s)", request.url.path)
+        return Response(status_code=499)
     except Exception as e:
         # A bug on our side, not the client's: still a JSON answer naming the failure, and the server lives on.
         logger.exception("unexpected error while answering %s", request.url.path)
@@ -123,8 +201,9 @@ async def invoke(request: Request, endpoint_name: str) -> Response:
             {"error": "InternalServerError", "message": f"unexpected {type(e).__name__}; see the server log"},
             status_code=500,
         )
-    if state.capture is not None:
-        state.capture.capture(endpoint_name, body, content_type, text, media, request.headers.get(INFERENCE_ID_HEADER))
+    if state.capture is not None:  # may wait for buffer space (local_model/capture.py): off the loop
+        inference_id = request.headers.get(INFERENCE_ID_HEADER)
+        await run_in_threadpool(state.capture.capture, endpoint_name, body, content_type, text, media, inference_id)
     return Response(text, media_type=media)
 
 
@@ -199,6 +278,7 @@ def create_app(settings: ServeSettings | None = None, model=None) -> Starlette:
         try:
             yield
         finally:
+            state.model_threads.shutdown(wait=True)
             if state.capture is not None:
                 state.capture.close()  # everything buffered reaches the destination before exit
 
@@ -246,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=not args.no_access_log,
         lifespan="on",
         timeout_graceful_shutdown=30,
+        http=protocol_with_header_timeout(settings.header_timeout_s),
     )
     return 0
 

@@ -25,6 +25,10 @@ MAX_IMAGE_PIXELS_VAR = "SCONES_MAX_IMAGE_PIXELS"
 # Pixels actually decoded (a JPEG's after its 1/8 reduced decode): 2048x2048, 16 MB as RGBA, is 4,096 times
 # what the 32x32 model sees; any camera JPEG up to Pillow's own 179 MP cap fits, a decompression bomb does not.
 DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
+HEADER_TIMEOUT_VAR = "SCONES_HEADER_TIMEOUT_SECONDS"
+DEFAULT_HEADER_TIMEOUT_S = 10.0  # a connection without complete request headers this long is closed (408)
+BODY_TIMEOUT_VAR = "SCONES_BODY_TIMEOUT_SECONDS"
+DEFAULT_BODY_TIMEOUT_S = 10.0  # a client silent this long in the middle of its body gets a 408
 TORCH_THREADS_VAR = "SCONES_TORCH_THREADS"
 DEFAULT_TORCH_THREADS = 1  # one 32x32 image is too small to gain from intra-op threads; measured fastest
 LOG_LEVEL_VAR = "SCONES_LOG_LEVEL"
@@ -66,6 +70,8 @@ class ServeSettings:
     port: int
     max_body_bytes: int
     max_image_pixels: int
+    header_timeout_s: float
+    body_timeout_s: float
     torch_threads: int
     log_level: str
     capture: CaptureSettings
@@ -115,6 +121,8 @@ def read_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         port=_number(env, PORT_VARS, DEFAULT_PORT, int, 0, 65535),
         max_body_bytes=_number(env, (MAX_BODY_BYTES_VAR,), DEFAULT_MAX_BODY_BYTES, int, 1),
         max_image_pixels=_number(env, (MAX_IMAGE_PIXELS_VAR,), DEFAULT_MAX_IMAGE_PIXELS, int, 1),
+        header_timeout_s=_number(env, (HEADER_TIMEOUT_VAR,), DEFAULT_HEADER_TIMEOUT_S, float, 0.1, 3600.0),
+        body_timeout_s=_number(env, (BODY_TIMEOUT_VAR,), DEFAULT_BODY_TIMEOUT_S, float, 0.1, 3600.0),
         torch_threads=_number(env, (TORCH_THREADS_VAR,), DEFAULT_TORCH_THREADS, int, 1),
         log_level=_log_level(env),
         capture=capture,

@@ -8,6 +8,7 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import cycle
 
@@ -210,13 +211,34 @@ def test_concurrent_captures_are_each_written_once(tmp_path):
     assert sorted(bodies) == sorted(f"{w}-{i}".encode() for w in range(4) for i in range(100))
 
 
-def test_full_buffer_drops_new_captures_instead_of_growing(tmp_path, caplog):
-    writer = CaptureWriter(tmp_path, max_buffered_bytes=100)
+def test_full_buffer_drops_new_captures_after_the_wait_instead_of_growing(tmp_path, caplog):
+    writer = CaptureWriter(tmp_path, max_buffered_bytes=100, wait_for_room_s=0.05)  # no writer thread: no room
     with caplog.at_level(logging.WARNING, logger="local_model.capture"):
         assert capture_one(writer, bytes(50))
+        started = time.monotonic()
         assert not capture_one(writer, bytes(80))
-    assert writer.records_dropped == 1
-    assert any("capture buffer full" in r.getMessage() for r in caplog.records)
+        assert time.monotonic() - started >= 0.05  # it waited for room first
+        assert not capture_one(writer, bytes(80))
+        assert not capture_one(writer, bytes(80))
+    assert writer.records_dropped == 3 and writer.stats()["records_dropped"] == 3
+    full = [r for r in caplog.records if "capture buffer full" in r.getMessage()]
+    assert len(full) == 1  # one warning per burst of drops, not one per record
+    writer.flush()
+    with caplog.at_level(logging.WARNING, logger="local_model.capture"):
+        assert capture_one(writer, bytes(80))
+    assert any("has room again; 3 dropped in all" in r.getMessage() for r in caplog.records)
+
+
+def test_a_burst_larger_than_the_buffer_waits_for_room_and_is_captured_whole(tmp_path):
+    """Back-pressure: 40 records of 60 bytes through a 100-byte buffer, from 8 threads at once."""
+    writer = CaptureWriter(tmp_path, max_buffered_bytes=100, flush_interval_s=3600).start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            buffered = list(pool.map(lambda i: capture_one(writer, f"{i:060d}".encode()), range(40)))
+    finally:
+        writer.close()
+    assert all(buffered) and writer.records_dropped == 0
+    assert len(list(read_captured_inferences(tmp_path))) == 40
 
 
 def test_write_failure_is_logged_and_never_raised(tmp_path, caplog):

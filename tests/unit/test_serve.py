@@ -109,13 +109,14 @@ def asyncio_loop_running() -> bool:
     return True
 
 
-def test_large_photo_is_decoded_off_the_event_loop_and_answered(client, expected, decoded_on):
-    body = jpeg_rgb(600, 800)
-    assert len(body) > serve.INLINE_DECODE_MAX_BYTES
-    response = post(client, body, "image/jpeg")
-    assert response.status_code == 200
-    assert response.json() == pytest.approx(expected(body, "image/jpeg"), abs=1e-6)
-    assert decoded_on == ["worker thread"]
+def test_every_image_is_decoded_off_the_event_loop_and_answered(client, expected, decoded_on):
+    small, photo, declares_many_pixels = png_rgba(), jpeg_rgb(600, 800), png_claiming_size(2048, 2048)
+    for body, content_type in ((small, "image/png"), (photo, "image/jpeg")):
+        response = post(client, body, content_type)
+        assert response.status_code == 200
+        assert response.json() == pytest.approx(expected(body, content_type), abs=1e-6)
+    post(client, declares_many_pixels)
+    assert decoded_on == ["worker thread"] * 3
 
 
 def test_runtime_path_answers_like_sagemaker_runtime(client, expected):
