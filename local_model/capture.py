@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -417,104 +417,3 @@ class CaptureWriter:
         self.flush()
         if self.records_dropped:
             logger.warning("%s: %d capture records were dropped in total", CAPTURE_WRITE_ERROR, self.records_dropped)
-
-
-# Reading captured data back (for the CLI and tests).
-
-
-@dataclass(frozen=True)
-class CapturedInference:
-    """One captured request/response, decoded."""
-
-    endpoint_name: str
-    event_id: str
-    inference_time: str
-    input_content_type: str
-    input_body: bytes
-    output_content_type: str
-    output: object  # the parsed JSON answer, e.g. [p_bicycle, p_motorcycle]; text for other encodings
-    source: str  # the file the record came from
-    record: dict  # the raw record as stored
-
-    @classmethod
-    def from_record(cls, record: dict, endpoint_name: str, source: str) -> CapturedInference:
-        try:
-            data_in = record["captureData"]["endpointInput"]
-            data_out = record["captureData"]["endpointOutput"]
-            meta = record["eventMetadata"]
-            body = base64.b64decode(data_in["data"]) if data_in["encoding"] == "BASE64" else data_in["data"].encode()
-            if data_out["encoding"] == "JSON":
-                output = json.loads(data_out["data"])
-            elif data_out["encoding"] == "BASE64":
-                output = base64.b64decode(data_out["data"]).decode()
-            else:  # CSV: kept as text
-                output = data_out["data"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise CaptureError(f"{source} holds a record that is not in SageMaker's capture format: {e}") from e
-        return cls(
-            endpoint_name=endpoint_name,
-            event_id=meta.get("eventId", ""),
-            inference_time=meta.get("inferenceTime", ""),
-            input_content_type=data_in.get("observedContentType", ""),
-            input_body=body,
-            output_content_type=data_out.get("observedContentType", ""),
-            output=output,
-            source=source,
-            record=record,
-        )
-
-
-def list_capture_files(
-    destination: str | os.PathLike | CaptureDestination, endpoint_name: str | None = None, client=None
-) -> list[str]:
-    """Capture files (S3 keys or local paths) under the destination, oldest first within each endpoint."""
-    dest = destination if isinstance(destination, CaptureDestination) else CaptureDestination.parse(destination)
-    below = f"{endpoint_name}/{VARIANT_NAME}/" if endpoint_name else ""
-    if dest.is_s3:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        client = client or s3_client()
-        prefix = dest.key(below) if below else (f"{dest.prefix}/" if dest.prefix else "")
-        keys = []
-        try:
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=dest.bucket, Prefix=prefix):
-                keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(".jsonl")]
-        except (BotoCoreError, ClientError) as e:
-            raise CaptureError(f"cannot list captured data under {dest.uri}: {e}") from e
-        return sorted(keys)
-    root = dest.folder / below if below else dest.folder
-    if not root.is_dir():
-        return []
-    return sorted(str(path) for path in root.rglob("*.jsonl") if f"/{VARIANT_NAME}/" in path.as_posix())
-
-
-def _endpoint_of(path: str) -> str:
-    """`.../<endpoint>/AllTraffic/YYYY/MM/DD/HH/file.jsonl` -> `<endpoint>`."""
-    parts = path.split("/")
-    return parts[-7] if len(parts) >= 7 and parts[-6] == VARIANT_NAME else ""
-
-
-def read_captured_inferences(
-    destination: str | os.PathLike | CaptureDestination, endpoint_name: str | None = None, client=None
-) -> Iterator[CapturedInference]:
-    """Every captured inference under the destination, in the order the files were written."""
-    dest = destination if isinstance(destination, CaptureDestination) else CaptureDestination.parse(destination)
-    if dest.is_s3:
-        client = client or s3_client()
-    for name in list_capture_files(dest, endpoint_name, client):
-        source = f"s3://{dest.bucket}/{name}" if dest.is_s3 else name
-        try:
-            if dest.is_s3:
-                text = client.get_object(Bucket=dest.bucket, Key=name)["Body"].read().decode()
-            else:
-                text = Path(name).read_text()
-        except Exception as e:  # botocore, OS and decoding errors alike: name the file
-            raise CaptureError(f"cannot read captured data {source}: {e}") from e
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CaptureError(f"{source} line {number} is not JSON: {e}") from e
-            yield CapturedInference.from_record(record, _endpoint_of(name), f"{source}:{number}")

@@ -23,7 +23,7 @@ from cloud.deploy import make_client
 from cloud.polling import PollTimeoutError, poll
 from cloud.workflow import TERMINAL_STATUSES, UNNAMED_LAMBDA_ERRORS
 from lambdas.contract import CLASSES
-from local_model.capture import CapturedInference, read_captured_inferences
+from local_model.captured import CapturedInference, read_captured_inferences
 from scones.batch import LOW_CONFIDENCE, ImageOutcome, run_workflow_batch
 from scones.report import OUTCOMES
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_model.capture import CaptureError, read_captured_inferences
+from local_model.capture import CaptureError
+from local_model.captured import read_captured_inferences
 from scones import steps
 from scones.batch import DEFAULT_CONCURRENCY, EXECUTION_TIMEOUT_S, ImageOutcome, run_workflow_batch
 from scones.deployment import DeployOptions

@@ -13,7 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from lambdas.contract import CLASSES
-from local_model.capture import CapturedInference
+from local_model.captured import CapturedInference
 from local_model.threshold import precision_coverage_curve, routed_precision_coverage
 from scones.batch import ImageOutcome
 
@@ -180,9 +180,20 @@ def plot_precision_coverage(scores: list[float], correct: list[bool], threshold:
         threshold_axis.set_xlabel("threshold (top-class probability)")
         threshold_axis.legend(loc="lower left", fontsize=8)
         figure.suptitle(f"{title}: {len(scores)} scored images", fontsize=9)
+    except BaseException:
+        plt.close(figure)
+        raise
+    return save_figure(figure, path)
+
+
+def save_figure(figure, path: Path, dpi: int = 100) -> Path:
+    """Lay out, write as PNG (making the folder), and close: the end of every figure this project draws."""
+    import matplotlib.pyplot as plt
+
+    try:
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        figure.savefig(path, dpi=dpi)
     finally:
         plt.close(figure)
     return path
@@ -272,9 +283,7 @@ def plot_captures(summary: CaptureSummary, threshold: float, path: Path) -> Path
         confidence_axis.set_xlabel("probability")
         confidence_axis.legend(loc="upper left")
         figure.suptitle(f"{summary.count} captured inferences: {summary.destination}", fontsize=9)
-        figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
-    finally:
+    except BaseException:
         plt.close(figure)
-    return path
+        raise
+    return save_figure(figure, path)

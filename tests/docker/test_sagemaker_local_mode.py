@@ -15,7 +15,7 @@ import pytest
 
 from lambdas.contract import CLASSES
 from local_model import inference
-from local_model.capture import read_captured_inferences
+from local_model.captured import read_captured_inferences
 from scones import sagemaker_local
 from scones.supervisor import free_port
 

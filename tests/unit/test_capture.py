@@ -24,9 +24,8 @@ from local_model.capture import (
     CaptureWriter,
     build_capture_record,
     capture_file_name,
-    list_capture_files,
-    read_captured_inferences,
 )
+from local_model.captured import CaptureReadProblems, list_capture_files, read_captured_inferences
 
 WHEN = datetime(2024, 5, 1, 13, 7, 9, 123456, tzinfo=UTC)
 FILE_PATTERN = re.compile(
@@ -147,7 +146,8 @@ def test_read_back_gives_the_captured_inferences(tmp_path):
     assert captured[0].record["eventMetadata"]["inferenceId"] == "id-00"
     assert captured[0].source.endswith(".jsonl:1")
     assert list(read_captured_inferences(tmp_path, endpoint_name="nobody")) == []
-    assert list_capture_files(tmp_path / "missing") == []
+    with pytest.raises(CaptureError, match="is not a folder"):  # a missing folder, as a missing bucket
+        list_capture_files(tmp_path / "missing")
 
 
 def test_sampling_percentage_is_respected(tmp_path):
@@ -289,8 +289,37 @@ def test_reader_names_the_file_of_a_broken_record(tmp_path):
     path = tmp_path / "bikes/AllTraffic/2024/05/01/13/00-00-000-x.jsonl"
     path.parent.mkdir(parents=True)
     path.write_text('{"captureData": {}}\nnot json\n')
-    with pytest.raises(CaptureError, match=r"00-00-000-x\.jsonl"):
+    with pytest.raises(CaptureError, match=r"00-00-000-x\.jsonl"):  # no problems counter: the first one raises
         list(read_captured_inferences(tmp_path))
+
+
+def good_line(body: bytes = b"\x89PNG fine") -> str:
+    return json.dumps(build_capture_record(body, "image/png", "[0.9, 0.1]", "application/json"))
+
+
+def test_every_kind_of_bad_record_is_counted_and_every_good_one_read(tmp_path):
+    hour = tmp_path / "bikes/AllTraffic/2024/05/01/13"
+    hour.mkdir(parents=True)
+    unknown = json.dumps({"captureData": {"endpointInput": {}}, "eventMetadata": {}})
+    record = json.loads(good_line())
+    record["captureData"]["endpointInput"]["data"] = "not base64!"
+    (hour / "00-00-000-a.jsonl").write_text(
+        "\n".join([good_line(b"one"), "not json", unknown, "[1, 2]", json.dumps(record), good_line(b"two")]) + "\n"
+    )
+    (hour / "00-00-001-b.jsonl").write_text(good_line(b"three") + "\n" + good_line(b"cut off")[:40])  # killed mid-write
+    (hour / "00-00-002-c.jsonl").write_bytes(b"\xff\xfe not utf-8")
+    problems = CaptureReadProblems()
+    records = list(read_captured_inferences(tmp_path, problems=problems))
+    assert [r.input_body for r in records] == [b"one", b"two", b"three"]
+    assert problems.to_dict()["by_kind"] == {
+        "truncated last line": 1,
+        "line not JSON": 1,
+        "not a capture record": 2,
+        "bad base64": 1,
+        "unreadable file": 1,
+    }
+    assert problems.total == 6 and len(problems.examples) == 5
+    assert problems.examples[0].startswith(f"{hour / '00-00-000-a.jsonl'}:2: line not JSON")
 
 
 # S3 (moto, in process)

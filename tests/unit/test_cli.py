@@ -23,7 +23,19 @@ from scones import cli, steps
 from scones.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from scones.state import CorruptStateError, SessionState, read_state, write_state
 
-COMMANDS = ("demo", "stage", "train", "deploy", "up", "classify", "evaluate", "captures", "teardown", "serve")
+COMMANDS = (
+    "demo",
+    "stage",
+    "train",
+    "deploy",
+    "up",
+    "classify",
+    "evaluate",
+    "captures",
+    "monitor",
+    "teardown",
+    "serve",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,7 @@ def imported_modules(args: list[str], cwd) -> tuple[int, set[str]]:
         (["--help"], EXIT_OK),
         (["classify", "--help"], EXIT_OK),
         (["captures", "--source", "captured"], EXIT_OK),
+        (["monitor", "--source", "captured", "--out", "report"], EXIT_OK),
         (["teardown", "--workdir", "work"], EXIT_OK),
         (["classify", "image.png", "--workdir", "work"], EXIT_ENVIRONMENT),  # no emulator: fails before AWS
     ],

@@ -15,7 +15,8 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from local_model.capture import CapturedInference, build_capture_record
+from local_model.capture import build_capture_record
+from local_model.captured import CapturedInference
 from scones.batch import INTERRUPTED_ERROR, ImageOutcome, StartedExecutions
 from scones.ledger import (
     AccessCounts,

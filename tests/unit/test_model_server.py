@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from image_samples import make_model_dir, png_rgba
 
-from local_model.capture import read_captured_inferences
+from local_model.captured import read_captured_inferences
 from scones.model_server import (
     ModelServer,
     ModelServerError,

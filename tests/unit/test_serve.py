@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from cloud import deploy
 from local_model import inference, serve
-from local_model.capture import read_captured_inferences
+from local_model.captured import read_captured_inferences
 from local_model.settings import DEFAULT_ENDPOINT_NAME, SettingsError, read_serve_settings
 from scones.model_server import ModelServer
 
