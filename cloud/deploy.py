@@ -54,7 +54,7 @@ LAMBDA_HANDLERS = {
     "SummarizeBatchCodeKey": "summarize_batch",
 }
 # What every zip holds besides its handler: the package marker, the clients, the contract, the loggers.
-SHARED_LAMBDA_MODULES = ("__init__.py", "clients.py", "contract.py", "logs.py")
+SHARED_LAMBDA_MODULES = ("__init__.py", "clients.py", "contract.py", "logs.py", "metrics.py")
 
 # Function names are "<stack>-filter-low-confidence" (22 characters) and at most 64 long.
 STACK_NAME_PATTERN = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]{0,41}$")
@@ -238,6 +238,10 @@ class DeployConfig:
     endpoint_invocations_per_instance: int = 6000
     # The classifier's reserved concurrency (the template's ClassifyImageReservedConcurrency); 0: none.
     classifier_reserved_concurrency: int = 32
+    # Monitoring: the functions' metrics namespace, and the share of images rejected as low confidence over
+    # 15 minutes above which the LowConfidenceRateAlarm fires (the template's defaults).
+    metrics_namespace: str = "SconesUnlimited"
+    low_confidence_alarm_rate: float = 0.3
     # An upload under upload_trigger_prefix starts an execution (the template's UploadTrigger rule).
     upload_trigger: bool = True
     upload_trigger_prefix: str = UPLOAD_TRIGGER_PREFIX
@@ -295,6 +299,8 @@ def stack_parameters(config: DeployConfig, bucket: str, keys: dict[str, str]) ->
         "ClassifyImageReservedConcurrency": str(config.classifier_reserved_concurrency),
         "UploadTrigger": "true" if config.upload_trigger else "false",
         "UploadTriggerPrefix": config.upload_trigger_prefix,
+        "MetricsNamespace": config.metrics_namespace,
+        "LowConfidenceAlarmRate": repr(float(config.low_confidence_alarm_rate)),
     }
     values.setdefault("ModelDataKey", "")
     return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]

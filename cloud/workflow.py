@@ -140,6 +140,10 @@ def start_execution(sfn, state_machine_arn: str, event: dict, name_prefix: str =
     (nested deeper than MAX_EVENT_DEPTH, larger than MAX_EVENT_BYTES) is refused here, before
     StartExecution, with InvalidEventError: an emulator can choke on such input (ministack leaves a
     10,000-deep one RUNNING for ever, cloud/EMULATORS.md), and on AWS it would only fail later."""
+    name = f"{name_prefix}-{uuid.uuid4().hex}"[:80]
+    if isinstance(event, dict) and "id" not in event:
+        # The functions' logs and metrics carry `id` as the correlation id (lambdas/logs.py): the name.
+        event = {**event, "id": name}
     if (depth := json_depth(event)) > MAX_EVENT_DEPTH:
         raise InvalidEventError(
             f"the input nests {depth}+ levels deep, more than the workflow's limit of {MAX_EVENT_DEPTH}: "
@@ -151,7 +155,6 @@ def start_execution(sfn, state_machine_arn: str, event: dict, name_prefix: str =
             f"the input is {len(body.encode())} bytes, more than the workflow's limit of {MAX_EVENT_BYTES}: "
             "upload the image to the bucket and send its s3_bucket and s3_key instead of its bytes"
         )
-    name = f"{name_prefix}-{uuid.uuid4().hex}"[:80]
     response = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=body)
     return response["executionArn"]
 

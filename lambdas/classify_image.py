@@ -24,7 +24,8 @@ from lambdas.contract import (
     schema_problems,
     validate_event,
 )
-from lambdas.logs import handler_logger
+from lambdas.logs import bind_correlation_id, handler_logger
+from lambdas.metrics import put_metrics
 
 logger = handler_logger(__name__)
 
@@ -41,6 +42,7 @@ TRANSIENT_ERROR_CODES = frozenset(
 
 
 def handler(event: dict, context: object) -> ImageEvent:
+    correlation = bind_correlation_id(event, context)
     event = validate_event(event, CLASSIFY_INPUT_SCHEMA)
     settings = read_classify_settings()
     image = decode_image_data(event["image_data"])
@@ -48,6 +50,8 @@ def handler(event: dict, context: object) -> ImageEvent:
     remaining_s = context.get_remaining_time_in_millis() / 1000 if context is not None else None
     inferences = invoke_endpoint(sagemaker_runtime_client_within(remaining_s), settings.endpoint_name, image)
     logger.info("classified s3://%s/%s: %s = %s", event["s3_bucket"], event["s3_key"], CLASSES, inferences)
+    top = max(inferences)
+    put_metrics({"Inferences": (1, "Count"), "Confidence": (top, "None")}, CLASSES[inferences.index(top)], correlation)
     return {**event, "inferences": inferences}
 
 

@@ -11,14 +11,25 @@ from lambdas.contract import (
     read_filter_settings,
     validate_event,
 )
-from lambdas.logs import handler_logger
+from lambdas.logs import bind_correlation_id, handler_logger
+from lambdas.metrics import put_metrics
 
 logger = handler_logger(__name__)
 
 
 def handler(event: dict, context: object) -> ImageEvent:
+    correlation = bind_correlation_id(event, context)
     event = validate_event(event, FILTER_INPUT_SCHEMA)
-    label = check_confidence(event["inferences"], read_filter_settings().confidence_threshold)
+    inferences = event["inferences"]
+    predicted = CLASSES[inferences.index(max(inferences))]
+    # LowConfidence is 1 for a rejected image and 0 for a routed one: its Average is the share rejected,
+    # which the template's LowConfidenceRateAlarm watches.
+    try:
+        label = check_confidence(inferences, read_filter_settings().confidence_threshold)
+    except LowConfidenceError:
+        put_metrics({"LowConfidence": (1, "Count"), "Routed": (0, "Count")}, predicted, correlation)
+        raise
+    put_metrics({"LowConfidence": (0, "Count"), "Routed": (1, "Count")}, label, correlation)
     logger.info("s3://%s/%s is a %s", event["s3_bucket"], event["s3_key"], label)
     return event
 

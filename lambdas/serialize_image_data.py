@@ -21,12 +21,13 @@ from lambdas.contract import (
     image_content_type,
     validate_event,
 )
-from lambdas.logs import handler_logger
+from lambdas.logs import bind_correlation_id, handler_logger
 
 logger = handler_logger(__name__)
 
 
 def handler(event: dict, context: object) -> ImageEvent:
+    bind_correlation_id(event, context)
     event = validate_event(event, SERIALIZE_INPUT_SCHEMA)
     image = read_image(s3_client(), event["s3_bucket"], event["s3_key"])
     output = serialize_image(event, image)

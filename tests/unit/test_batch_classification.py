@@ -184,7 +184,11 @@ def test_the_map_is_distributed_over_listobjectsv2_with_keys_not_bytes():
     assert MAP["Type"] == "Map"
     assert MAP["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
     assert MAP["ItemReader"]["Resource"] == "arn:aws:states:::s3:listObjectsV2"
-    assert MAP["ItemSelector"] == {"s3_bucket.$": "$.bucket", "s3_key.$": "$$.Map.Item.Value.Key"}
+    assert MAP["ItemSelector"] == {
+        "s3_bucket.$": "$.bucket",
+        "s3_key.$": "$$.Map.Item.Value.Key",
+        "id.$": "$$.Execution.Name",  # the items' correlation id in the functions' logs (lambdas/logs.py)
+    }
     assert "ItemBatcher" not in MAP  # neither emulator implements it
     assert "ToleratedFailurePercentagePath" in MAP or "ToleratedFailurePercentage" in MAP
     defaults = BATCH["States"]["Apply Defaults"]["Parameters"]["defaults"]

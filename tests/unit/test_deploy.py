@@ -21,7 +21,7 @@ from moto import mock_aws
 from moto_tls import PLAIN_HTTP_ONLY, moto_sees_tls  # noqa: F401 (an autouse fixture)
 
 from cloud import deploy, workflow
-from lambdas import contract
+from lambdas import contract, metrics
 
 TEMPLATE = decode_str(deploy.TEMPLATE_PATH.read_text())[0]
 DEFINITION = json.loads(deploy.STATE_MACHINE_PATH.read_text())
@@ -162,7 +162,10 @@ def test_the_model_server_url_reaches_the_classifier_only_when_given():
     assert "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME" not in without_url
     assert with_url[contract.ENV_MODEL_ENDPOINT_NAME] == without_url[contract.ENV_MODEL_ENDPOINT_NAME]
     filter_env = RESOURCES["FilterLowConfidenceFunction"]["Properties"]["Environment"]["Variables"]
-    assert set(filter_env) == {contract.ENV_CONFIDENCE_THRESHOLD}
+    assert set(filter_env) == {contract.ENV_CONFIDENCE_THRESHOLD, metrics.NAMESPACE_VAR, metrics.STACK_VAR}
+    for env in (with_url, without_url, filter_env):  # what the metrics are named and dimensioned by
+        assert env[metrics.NAMESPACE_VAR] == {"Ref": "MetricsNamespace"}
+        assert env[metrics.STACK_VAR] == {"Ref": "AWS::StackName"}
 
 
 def test_deploy_passes_every_template_parameter_and_no_other():
@@ -416,7 +419,11 @@ def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(t
         assert s3.get_object(Bucket=artifacts, Key=model_key)["Body"].read() == b"model bytes"
         lambdas = boto3.client("lambda")
         classify = lambdas.get_function_configuration(FunctionName="scones-moto-classify-image")
-        assert classify["Environment"]["Variables"] == {"MODEL_ENDPOINT_NAME": deploy.DEFAULT_ENDPOINT_NAME}
+        assert classify["Environment"]["Variables"] == {  # on AWS: no model server URL, SageMaker's own endpoint
+            "MODEL_ENDPOINT_NAME": deploy.DEFAULT_ENDPOINT_NAME,
+            "METRICS_NAMESPACE": config.metrics_namespace,
+            "STACK_NAME": "scones-moto",
+        }
         concurrency = lambdas.get_function_concurrency(FunctionName="scones-moto-classify-image")
         assert concurrency["ReservedConcurrentExecutions"] == config.classifier_reserved_concurrency == 32
         # The artifact bucket's policy (deploy sets it). moto's CloudFormation has no AWS::S3::BucketPolicy

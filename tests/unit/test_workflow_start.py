@@ -32,15 +32,28 @@ def nested(depth: int) -> dict:
     return event
 
 
-def test_an_input_is_sent_as_json_under_a_fresh_name(sfn):
+def sent_parameters(client) -> list[dict]:
+    sent = []
+    client.meta.events.register("provide-client-params.states.StartExecution", lambda params, **_: sent.append(params))
+    return sent
+
+
+def test_an_input_is_sent_as_json_under_a_fresh_name_with_it_as_the_correlation_id(sfn):
     client, stubber = sfn
     event = nested(MAX_EVENT_DEPTH)  # at the limit: allowed
-    stubber.add_response(
-        "start_execution",
-        {"executionArn": f"{ARN}:run-1", "startDate": "2026-01-01T00:00:00Z"},
-        {"stateMachineArn": ARN, "name": ANY, "input": json.dumps(event)},
-    )
+    sent = sent_parameters(client)
+    for _ in range(2):
+        stubber.add_response(
+            "start_execution",
+            {"executionArn": f"{ARN}:run-1", "startDate": "2026-01-01T00:00:00Z"},
+            {"stateMachineArn": ARN, "name": ANY, "input": ANY},
+        )
     assert start_execution(client, ARN, event) == f"{ARN}:run-1"
+    start_execution(client, ARN, {**event, "id": "the-callers-own"})
+    first, second = sent
+    assert json.loads(first["input"]) == {**event, "id": first["name"]}  # lambdas/logs.py reads `id`
+    assert first["name"].startswith("run-") and len(first["name"]) <= 80
+    assert json.loads(second["input"])["id"] == "the-callers-own"  # a caller's id is kept
 
 
 @pytest.mark.parametrize("depth", [MAX_EVENT_DEPTH + 1, 2_000, 50_000])
