@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local_model.capture import CaptureError
-from local_model.captured import read_captured_inferences
+from local_model.captured import CaptureReadProblems, read_captured_inferences
 from scones import steps
 from scones.batch import DEFAULT_CONCURRENCY, EXECUTION_TIMEOUT_S, ImageOutcome, run_workflow_batch
 from scones.deployment import DeployOptions
@@ -107,6 +107,10 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
 
             plot_path = capture_report(report, outcomes, env.deployment.capture_destination, workdir)
             say(f"[6/{total}] captures: " + describe_captures(report, plot_path))
+            monitor_page = monitor_report(env.deployment.capture_destination, report.threshold, paths, workdir)
+            report.extra["monitor_report"] = str(monitor_page) if monitor_page else None
+            if monitor_page:
+                say(f"      monitoring report {monitor_page} (`scones monitor` draws it again, from the bucket)")
             what = "held-out images" if staged.test_is_holdout else "test images"
             curve_path = plot_batch_precision_coverage(
                 outcomes, report.threshold, reports_dir(workdir) / "precision-coverage.png", f"demo, {what}"
@@ -154,6 +158,21 @@ def capture_report(
     if summary.count == 0:
         return None
     return plot_captures(summary, report.threshold, reports_dir(workdir) / "captures.png")
+
+
+def monitor_report(destination: str | None, threshold: float, model: steps.ModelPaths, workdir: Path) -> Path | None:
+    """The `scones monitor` report of what the demo's model server captured, against the model's baseline."""
+    from scones.monitor_report import collect, drift_section, write_report
+
+    if destination is None:
+        return None
+    problems = CaptureReadProblems()
+    try:
+        data = collect(read_captured_inferences(destination, problems=problems), destination, threshold, problems)
+    except CaptureError:
+        return None
+    data.drift = drift_section(data, model.model_dir, window_size=100)
+    return write_report(data, reports_dir(workdir) / "monitor")
 
 
 def describe_captures(report: BatchReport, plot: Path | None) -> str:
