@@ -283,7 +283,7 @@ img { max-width: 100%; border: 1px solid #eee; }
 {% if drift is none %}<p>Not computed.</p>
 {% elif "unavailable" in drift %}<p>{{ drift.unavailable }}</p>
 {% else %}<p class="{{ 'drifted' if drift.overall.drifted else '' }}" id="drift-verdict">
-{{ "DRIFT" if drift.overall.drifted else "No drift" }}: {{ drift.overall.reason }}</p>
+{{ "DRIFT" if drift.overall.drifted else "No drift" }} over the whole capture ({{ drift.overall.reason }})</p>
 <table><tr><th>window</th><th>inferences</th><th>PSI confidence</th><th>PSI classes</th><th>KS p</th>
 <th>chi-square p</th><th>verdict</th></tr>
 {% for w in drift.windows %}<tr><td>{{ w.first_inference_time }} .. {{ w.last_inference_time }}</td>
@@ -352,7 +352,6 @@ def format_monitor(data: MonitorData, page: Path) -> str:
     if drift and drift.get("unavailable"):
         lines.append(f"  drift         {drift['unavailable']}")
     elif drift:
-        verdict = "DRIFT" if drift["overall"]["drifted"] else "no drift"
-        lines.append(f"  drift         {verdict}: {drift['overall']['reason']}")
+        lines.append(f"  drift         {drift['overall']['reason']}")
     lines.append(f"  report        {page}")
     return "\n".join(lines)
