@@ -485,7 +485,7 @@ def up(
                 say("then: scones classify IMAGE.png | scones evaluate | scones captures | scones teardown")
                 say("Ctrl-C stops everything.")
                 ready = True
-                wait_until_interrupted()
+                wait_until_interrupted((connection.emulator, env.deployment.model_server))
     except KeyboardInterrupt:
         if not ready:
             raise  # interrupted while starting: exit code 130

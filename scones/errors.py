@@ -52,6 +52,10 @@ class EnvironmentProblemError(SconesError):
     exit_code = EXIT_ENVIRONMENT
 
 
+class ChildExitedError(EnvironmentProblemError):
+    """A process `scones up` (or the demo) started and watches, the emulator or the model server, exited."""
+
+
 class EmulatorNotRunningError(EnvironmentProblemError):
     """No emulator to talk to: `scones up` is not running and AWS_ENDPOINT_URL is not set."""
 

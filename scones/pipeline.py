@@ -131,7 +131,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
                 say("  scones classify IMAGE.png   scones evaluate   scones captures")
                 say("Ctrl-C (or `scones teardown`) stops everything.")
                 with contextlib.suppress(KeyboardInterrupt):
-                    wait_until_interrupted()
+                    wait_until_interrupted((connection.emulator, env.deployment.model_server))
             say("stopping" + ("" if options.keep_running else " (--keep-running would leave it all running)"))
         stopped = "the emulator and the model server" if connection.embedded else "the model server"
         say(f"stopped {stopped}; deleted stack {options.deploy.stack_name}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from scones.deployment import Deployment, DeployOptions, deploy_to_emulator, remove_stack
 from scones.emulator import HOST, local_aws_environment
-from scones.errors import EnvironmentProblemError, PortTakenError
+from scones.errors import ChildExitedError, EnvironmentProblemError, PortTakenError
 from scones.state import (
     CorruptStateError,
     SessionState,
@@ -145,8 +145,22 @@ def shut_down(
         clear_state(workdir)
 
 
-def wait_until_interrupted(poll_s: float = 1.0) -> None:
-    """Block until Ctrl-C or SIGTERM (both raise KeyboardInterrupt here)."""
+WATCH_INTERVAL_S = 0.5
+
+
+def wait_until_interrupted(children: tuple = (), poll_s: float = WATCH_INTERVAL_S) -> None:
+    """Block until Ctrl-C or SIGTERM (both raise KeyboardInterrupt here), watching `children` (supervised
+    processes: scones/supervisor.py): one that exits ends the wait at once with ChildExitedError, naming
+    it, its exit code and the end of its log; the caller's clean-up then stops the rest."""
     forever = threading.Event()
+    watched = [child for child in children if child is not None]
     while True:
+        for child in watched:
+            if (code := child.exit_code) is not None:
+                tail = child.log_tail(600).strip().splitlines()[-5:]
+                raise ChildExitedError(
+                    f"the {child.name} exited with code {code} (log {child.log_path}"
+                    + (f": ...{' / '.join(tail)})" if tail else ")")
+                    + ": everything else this command started has been stopped; run it again"
+                )
         forever.wait(poll_s)

@@ -44,6 +44,7 @@ class Connection:
     endpoint_url: str | None  # the emulator's URL; None on AWS
     embedded: bool  # this process started the emulator and stops it on exit
     session: boto3.Session
+    emulator: Ministack | None = None  # the embedded emulator's process, when this process started it
 
     @property
     def allow_aws(self) -> bool:
@@ -105,7 +106,7 @@ def connect(
             f"--workdir), or point {ENDPOINT_URL_VAR} at one (LocalStack: http://127.0.0.1:4566)"
         )
     with Ministack(port=emulator_port) as emulator, aws_environment_for(emulator.endpoint_url):
-        yield Connection(kind, emulator.endpoint_url, True, boto3.Session())
+        yield Connection(kind, emulator.endpoint_url, True, boto3.Session(), emulator)
 
 
 def aws_session() -> boto3.Session:
