@@ -128,7 +128,7 @@ def test_every_scored_image_was_captured(demo_run):
 
 def test_the_demo_writes_the_monitoring_report_and_it_renders(demo_run, rendered_images):
     page = demo_run.workdir / "reports" / "monitor" / "index.html"
-    assert demo_run.report["monitor_report"] == str(page)
+    assert demo_run.report["extra"]["monitor_report"] == str(page)
     images = rendered_images(page)
     assert len(images) == 3 and all(loaded and width > 0 for _, loaded, width in images), images
     assert f'<td id="records">{demo_run.report["captured"]}</td>' in page.read_text()
