@@ -211,7 +211,7 @@ class CaptureSummary:
     histogram: list[int]  # counts per HISTOGRAM_BINS interval
     first: str | None  # inferenceTime of the first and last record
     last: str | None
-    unreadable: int  # records whose answer is not two probabilities
+    bad_answers: int  # records read whose answer is not two probabilities (unreadable lines are counted apart)
 
     def below(self, threshold: float) -> int:
         return sum(c < threshold for c in self.confidences)
@@ -219,11 +219,11 @@ class CaptureSummary:
 
 def summarize_captures(records: Iterable[CapturedInference], destination: str) -> CaptureSummary:
     by_class = dict.fromkeys(CLASSES, 0)
-    confidences, times, unreadable = [], [], 0
+    confidences, times, bad_answers = [], [], 0
     for record in records:
         scores = record.output
         if not (isinstance(scores, list) and len(scores) == len(CLASSES)):
-            unreadable += 1
+            bad_answers += 1
             continue
         top = max(range(len(CLASSES)), key=scores.__getitem__)
         by_class[CLASSES[top]] += 1
@@ -234,13 +234,13 @@ def summarize_captures(records: Iterable[CapturedInference], destination: str) -
         histogram[min(len(histogram) - 1, max(0, int((c - HISTOGRAM_BINS[0]) / 0.05)))] += 1
     return CaptureSummary(
         destination=destination,
-        count=len(confidences) + unreadable,
+        count=len(confidences) + bad_answers,
         by_class=by_class,
         confidences=confidences,
         histogram=histogram,
         first=min(times) if times else None,
         last=max(times) if times else None,
-        unreadable=unreadable,
+        bad_answers=bad_answers,
     )
 
 
@@ -258,8 +258,8 @@ def format_captures(summary: CaptureSummary, threshold: float, plot: Path | None
     for (low, high), count in zip(itertools.pairwise(HISTOGRAM_BINS), summary.histogram, strict=True):
         bar = "#" * math.ceil(40 * count / widest) if count else ""
         lines.append(f"    {low:.2f}-{high:.2f} {count:>6} {bar}")
-    if summary.unreadable:
-        lines.append(f"  unreadable    {summary.unreadable} records whose answer is not {len(CLASSES)} probabilities")
+    if summary.bad_answers:
+        lines.append(f"  bad answers   {summary.bad_answers} records whose answer is not {len(CLASSES)} probabilities")
     if plot is not None:
         lines.append(f"  plot          {plot}")
     return "\n".join(lines)

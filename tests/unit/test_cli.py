@@ -392,6 +392,19 @@ def test_captures_from_a_folder_summarizes_and_plots(tmp_path, workdir):
     assert as_json["threshold"] == DEFAULT_CONFIDENCE_THRESHOLD
 
 
+def test_captures_json_keeps_both_loss_counts(tmp_path, workdir):
+    """An answer that is not two probabilities and a line that is not JSON are different losses: --json
+    reports each under its own key, neither overwriting the other."""
+    write_captures(tmp_path / "captured", [[0.97, 0.03], [0.5, 0.3, 0.2]])
+    with (next((tmp_path / "captured").rglob("*.jsonl"))).open("a") as f:
+        f.write("not json\n")
+    as_json = json.loads(run("captures", "--source", tmp_path / "captured", "--json", "--workdir", workdir).stdout)
+    assert as_json["count"] == 2 and as_json["bad_answers"] == 1
+    assert as_json["unreadable"]["total"] == 1 and as_json["unreadable"]["by_kind"] == {"line not JSON": 1}
+    text = run("captures", "--source", tmp_path / "captured", "--workdir", workdir).stdout
+    assert "bad answers   1 records whose answer is not 2 probabilities" in text
+
+
 def test_captures_from_an_empty_folder_say_there_are_none(tmp_path, workdir):
     (tmp_path / "empty").mkdir()
     result = run("captures", "--source", tmp_path / "empty", "--workdir", workdir)
