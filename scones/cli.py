@@ -84,6 +84,7 @@ from scones.state import (
 from scones.target import ENDPOINT_URL_VAR, TargetKind, configured_emulator, connect, deployed_outputs, service_endpoint
 
 WORKDIR_VAR = "SCONES_WORKDIR"
+OWNER_STOP_TIMEOUT_S = 120.0  # `scones up` deletes its stack before it exits: seconds on an emulator
 
 EPILOG = f"""\
 \b
@@ -824,10 +825,12 @@ def teardown(
     recorded = recorded_state(workdir, target)
     if recorded is not None and recorded.owner_alive and not stack_name:
         say(f"stopping `scones up` (pid {recorded.owner_pid}): it deletes the stack, then stops its servers")
-        recorded.stop_owner(timeout_s=120)
-        clear_state(workdir)
-        say("done")
-        return
+        recorded.stop_owner(timeout_s=OWNER_STOP_TIMEOUT_S)
+        recorded = recorded_state(workdir, target)  # `up` forgets the state once it has deleted the stack
+        if recorded is None:
+            say("done")
+            return
+        say(f"`scones up` ended without deleting stack {recorded.stack_name}: trying again")
     if recorded and recorded.stop_model_server():
         say(f"stopped the model server {recorded.model_server_url} (pid {recorded.model_server_pid})")
     if target is TargetKind.emulator and recorded is None and not configured_emulator():

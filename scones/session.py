@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from scones.deployment import Deployment, DeployOptions, deploy_to_emulator, remove_stack
@@ -140,9 +140,29 @@ def shut_down(
     try:
         remove_stack(connection, stack_name, lambda line: say(f"teardown: {line}"))
     except Exception as e:  # never mask the error that brought us here; the user can run teardown again
-        say(f"teardown of stack {stack_name} failed: {e}; run `scones teardown`")
+        if connection.embedded:  # this process's emulator, which stops next: the stack goes with it
+            say(f"teardown of stack {stack_name} failed ({e}); it goes with the embedded emulator, stopping now")
+        else:
+            say(f"teardown of stack {stack_name} failed: {e}; run `scones teardown`")
+        if not connection.embedded and recorded is not None and recorded.owner_pid == os.getpid():
+            # Keep the record of the stack, without this process and its model server: `scones teardown`
+            # (the one that stopped us, or a later one) finds it and tries again, and says if that fails.
+            write_state(workdir, orphaned(recorded))
+            return
     if recorded is None or recorded.owner_pid == os.getpid():
         clear_state(workdir)
+
+
+def orphaned(state: SessionState) -> SessionState:
+    """The state of a stack whose `scones up` has ended without deleting it: no owner, no model server."""
+    return replace(
+        state,
+        owner_pid=None,
+        owner_started_at=None,
+        model_server_url=None,
+        model_server_pid=None,
+        model_server_started_at=None,
+    )
 
 
 WATCH_INTERVAL_S = 0.5

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,9 +22,8 @@ from local_model.classifier import pack_model_tar
 from scones import steps
 
 from .conftest import ENDPOINT_NAME, MODEL_URL_VAR
+from .up_process import start_up
 
-UP_READY = "Ctrl-C stops everything."
-UP_TIMEOUT_S = 300
 EXECUTION_TIMEOUT_S = 120
 
 pytestmark = pytest.mark.skipif(
@@ -55,24 +52,9 @@ def up_session(aws_endpoint, model_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("first-contact") / "work"
     paths = steps.model_paths(workdir)
     pack_model_tar(model_dir, paths.tarball)
-    command = [sys.executable, "-m", "scones", "up", "--workdir", str(workdir)]
-    command += ["--stack-name", f"scones-first-{uuid.uuid4().hex[:8]}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    arrived: queue.Queue[str | None] = queue.Queue()
-
-    def pump():
-        for line in process.stdout:
-            arrived.put(line.rstrip("\n"))
-        arrived.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + UP_TIMEOUT_S
+    up = start_up(workdir, f"scones-first-{uuid.uuid4().hex[:8]}")
+    process, lines = up.process, up.lines
     try:
-        while UP_READY not in lines:
-            line = arrived.get(timeout=max(0.1, deadline - time.monotonic()))
-            assert line is not None, "scones up ended before it was ready:\n" + "\n".join(lines)
-            lines.append(line)
         yield UpSession(process, lines)
     finally:
         process.send_signal(signal.SIGINT)

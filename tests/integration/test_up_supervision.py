@@ -1,15 +1,13 @@
 """`scones up` watches what it started: when its emulator or its model server dies, it says which at once,
-stops the rest, forgets its state and exits non-zero (3), instead of serving on as if nothing happened."""
+stops the rest, forgets its state and exits non-zero (3), instead of serving on as if nothing happened.
+And `scones teardown` tells the truth about what `scones up` could not delete."""
 
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 
 import psutil
@@ -17,36 +15,20 @@ import pytest
 
 from local_model.classifier import pack_model_tar
 from scones import steps
-from scones.errors import EXIT_ENVIRONMENT
+from scones.emulator import Ministack
+from scones.errors import EXIT_ENVIRONMENT, EXIT_OK
+from scones.state import read_state
+
+from .up_process import start_up
 
 pytestmark = pytest.mark.integration
 
-UP_READY = "Ctrl-C stops everything."
-UP_TIMEOUT_S = 300
 NOTICE_WITHIN_S = 30
 
 
-def start_up(workdir) -> tuple[subprocess.Popen, list[str], queue.Queue]:
-    # Its own embedded ministack: AWS_ENDPOINT_URL (the suite's emulator) is left out of its environment.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    command = [sys.executable, "-m", "scones", "up", "--workdir", str(workdir)]
-    command += ["--stack-name", f"scones-watch-{uuid.uuid4().hex[:8]}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: list[str] = []
-    arrived: queue.Queue[str | None] = queue.Queue()
-
-    def pump():
-        for line in process.stdout:
-            arrived.put(line.rstrip("\n"))
-        arrived.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + UP_TIMEOUT_S
-    while UP_READY not in lines:
-        line = arrived.get(timeout=max(0.1, deadline - time.monotonic()))
-        assert line is not None, "scones up ended before it was ready:\n" + "\n".join(lines)
-        lines.append(line)
-    return process, lines, arrived
+def without_aws_settings() -> dict[str, str]:
+    """The suite's environment without its emulator: `scones up` starts an embedded one."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
 
 
 def child(process: subprocess.Popen, marker: str) -> psutil.Process:
@@ -58,18 +40,16 @@ def child(process: subprocess.Popen, marker: str) -> psutil.Process:
 def test_a_dead_child_ends_scones_up_with_a_clear_message(model_dir, tmp_path, marker, name):
     workdir = tmp_path / "work"
     pack_model_tar(model_dir, steps.model_paths(workdir).tarball)
-    process, lines, arrived = start_up(workdir)
+    up = start_up(workdir, f"scones-watch-{uuid.uuid4().hex[:8]}", env=without_aws_settings())
     try:
-        victim = child(process, marker)
-        others = [p for p in psutil.Process(process.pid).children() if p.pid != victim.pid]
+        victim = child(up.process, marker)
+        others = [p for p in psutil.Process(up.process.pid).children() if p.pid != victim.pid]
         os.kill(victim.pid, signal.SIGKILL)
-        code = process.wait(timeout=NOTICE_WITHIN_S + 60)
+        code = up.process.wait(timeout=NOTICE_WITHIN_S + 60)
     finally:
-        if process.poll() is None:
-            process.kill()
-    while (line := arrived.get(timeout=10)) is not None:
-        lines.append(line)
-    output = "\n".join(lines)
+        if up.process.poll() is None:
+            up.process.kill()
+    output = up.read_to_end()
     assert code == EXIT_ENVIRONMENT, output
     assert (
         f"error: ChildExitedError: the {name} exited with code -9" in output
@@ -78,3 +58,42 @@ def test_a_dead_child_ends_scones_up_with_a_clear_message(model_dir, tmp_path, m
     assert not (workdir / "state.json").exists()  # no stale state for the next `scones up`
     gone = psutil.wait_procs(others, timeout=10)[1]
     assert gone == [], [p.cmdline() for p in gone]  # the rest was stopped too
+
+
+def teardown(workdir, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "scones", "teardown", "--workdir", str(workdir)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_teardown_fails_while_the_stack_up_could_not_delete_is_still_recorded(model_dir, tmp_path):
+    """`scones up` on an emulator it did not start (AWS_ENDPOINT_URL), which then stops: up cannot delete its
+    stack when `scones teardown` stops it. Teardown must not say done: it tries again, fails with the reason
+    and keeps the record; once the emulator answers again, a second teardown finishes and forgets it."""
+    workdir = tmp_path / "work"
+    pack_model_tar(model_dir, steps.model_paths(workdir).tarball)
+    stack_name = f"scones-orphan-{uuid.uuid4().hex[:8]}"
+    with Ministack() as emulator:
+        port, env = emulator.port, {**without_aws_settings(), "AWS_ENDPOINT_URL": emulator.endpoint_url}
+        up = start_up(workdir, stack_name, env=env)
+    # The emulator is gone; `scones up` still runs.
+    try:
+        first = teardown(workdir, env)
+        up.process.wait(timeout=60)
+    finally:
+        if up.process.poll() is None:
+            up.process.kill()
+    up_output = up.read_to_end()
+    assert f"teardown of stack {stack_name} failed" in up_output
+    assert first.returncode == EXIT_ENVIRONMENT, first.stdout + first.stderr
+    assert f"`scones up` ended without deleting stack {stack_name}: trying again" in first.stdout
+    assert "does not answer" in first.stderr
+    assert "done" not in first.stdout.splitlines()
+    recorded = read_state(workdir)
+    assert recorded is not None and recorded.stack_name == stack_name
+    assert recorded.owner_pid is None and recorded.model_server_pid is None  # up and its model server are gone
+
+    with Ministack(port=port):  # answering again (a fresh ministack, which has no such stack)
+        second = teardown(workdir, env)
+    assert second.returncode == EXIT_OK, second.stdout + second.stderr
+    assert f"stack {stack_name} is gone" in second.stdout
+    assert read_state(workdir) is None

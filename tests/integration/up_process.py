@@ -1,0 +1,50 @@
+"""`scones up` as a user runs it: a subprocess whose output is read line by line while it runs."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+UP_READY = "Ctrl-C stops everything."  # the last line `scones up` prints once everything runs
+UP_TIMEOUT_S = 300
+
+
+@dataclass
+class UpProcess:
+    process: subprocess.Popen
+    lines: list[str] = field(default_factory=list)
+    arrived: queue.Queue = field(default_factory=queue.Queue)
+
+    def read_to_end(self, timeout_s: float = 10) -> str:
+        """Every line up printed, once it has exited."""
+        while (line := self.arrived.get(timeout=timeout_s)) is not None:
+            self.lines.append(line)
+        return "\n".join(self.lines)
+
+
+def start_up(workdir: Path, stack_name: str, env: dict[str, str] | None = None) -> UpProcess:
+    """Start `scones up` and return once it says it is ready (or fail with what it printed)."""
+    command = [sys.executable, "-m", "scones", "up", "--workdir", str(workdir), "--stack-name", stack_name]
+    up = UpProcess(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+
+    def pump():
+        for line in up.process.stdout:
+            up.arrived.put(line.rstrip("\n"))
+        up.arrived.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + UP_TIMEOUT_S
+    try:
+        while UP_READY not in up.lines:
+            line = up.arrived.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, "scones up ended before it was ready:\n" + "\n".join(up.lines)
+            up.lines.append(line)
+    except BaseException:
+        up.process.kill()
+        raise
+    return up
