@@ -235,12 +235,14 @@ def test_hostile_input_ends_in_its_named_error_or_a_verdict(outcomes, aws_endpoi
         assert "Traceback" not in message and len(message) < 3000
 
 
-def test_json_nested_10000_deep_is_refused_or_stopped_never_left_running(stack, aws_endpoint):
-    # Deeper than Python's json parses (about 1,000 levels), so our json cannot even write it: sent as text.
-    # It never reaches our handlers, so no name of ours applies. AWS and LocalStack refuse it, at StartExecution
-    # or as a failed execution. ministack 1.5.33 accepts it and its execution never ends (the interpreter's
-    # RecursionError is lost): there the deadline's stop_execution must end it, and nothing stays RUNNING.
-    depth = 10_000
+@pytest.mark.parametrize("depth", [2_000, 10_000, 50_000])
+def test_json_nested_deeper_than_python_parses_is_refused_or_stopped_never_left_running(stack, aws_endpoint, depth):
+    # `scones` refuses these before StartExecution (cloud.workflow.start_execution, see
+    # tests/unit/test_workflow_start.py). Sent straight to StartExecution, as text since our json cannot even
+    # write them (Python parses about 1,000 levels), they never reach our handlers, so no name of ours applies.
+    # AWS and LocalStack refuse them, at StartExecution or as a failed execution. ministack 1.5.33 accepts them
+    # and the execution never ends (the interpreter's RecursionError is lost): there the deadline's
+    # stop_execution must end it, and nothing stays RUNNING.
     try:
         outcome = run_one(stack, None, '{"a":' * depth + "1" + "}" * depth, timeout_s=DEEP_INPUT_TIMEOUT_S)
     except ExecutionTimeoutError as e:
