@@ -31,6 +31,7 @@ from pathlib import Path
 import boto3
 from PIL import Image
 
+from cloud.aws import AwsTarget
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from scones.emulator import Ministack, local_aws_environment
 from scones.report import percentile
@@ -190,7 +191,7 @@ def measure(emulator: str, model_url: str, executions: int) -> Result:
         idle_rss = resident_mib(pid)
         stack_name = f"bench-{uuid.uuid4().hex[:8]}"
         started = time.monotonic()
-        outputs = deploy_stack(DeployConfig(stack_name=stack_name, model_endpoint_url=model_url))
+        outputs = deploy_stack(DeployConfig(stack_name=stack_name, model_endpoint_url=model_url), AwsTarget())
         deploy_s = time.monotonic() - started
         try:
             boto3.client("s3").put_object(Bucket=outputs["ImageBucketName"], Key="bench.png", Body=png_bytes())
@@ -200,7 +201,7 @@ def measure(emulator: str, model_url: str, executions: int) -> Result:
             warm = [run_execution(sfn, outputs["StateMachineArn"], event) for _ in range(executions)]
             loaded_rss = resident_mib(pid)
         finally:
-            teardown_stack(stack_name)
+            teardown_stack(AwsTarget(), stack_name)
     return Result(emulator, startup_s, idle_rss, deploy_s, cold, warm, loaded_rss)
 
 

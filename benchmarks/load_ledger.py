@@ -25,10 +25,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
-
-from cloud.deploy import DeployConfig, deploy_stack, make_client, teardown_stack
-from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
+from cloud.aws import AwsTarget
+from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD
+from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from scones.emulator import aws_environment_for, emulator_endpoint
 from scones.ledger import ModelServerFiles, check_ledger, choose_images, format_ledger, run_ledgered_batch
 from scones.model_server import ModelServer
@@ -75,9 +74,9 @@ def deployed_stack(server: ModelServer, stack_prefix: str, threshold: float) -> 
             confidence_threshold=threshold,
         )
         try:
-            yield url, deploy_stack(config, timeout_s=600)
+            yield url, deploy_stack(config, AwsTarget(timeout_s=600))
         finally:
-            teardown_stack(stack_name, timeout_s=600)
+            teardown_stack(AwsTarget(timeout_s=600), stack_name)
 
 
 def latency_line(seconds: list[float]) -> str:
@@ -130,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     with deployed_stack(server, "scones-ledger", args.threshold) as (url, outputs):
         print(f"emulator {url}; model server {server.url} (log {server.log_path}, captures {captures})")
         print(f"{args.executions} executions, {args.concurrency} at a time (cold starts included)", flush=True)
-        session = boto3.Session()
+        aws = AwsTarget()
         ledger, wall_s = run_ledgered_batch(
-            session,
+            aws,
             outputs,
             images,
             ModelServerFiles(ENDPOINT_NAME, server.log_path, str(captures), url=server.url),
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=args.timeout,
         )
         # The same question asked once more, of the whole state machine: nothing may be left running.
-        sfn = make_client(session, "stepfunctions")
+        sfn = aws.client("stepfunctions")
         running = sfn.list_executions(stateMachineArn=outputs["StateMachineArn"], statusFilter="RUNNING")
     problems = check_ledger(ledger)
     if running["executions"]:

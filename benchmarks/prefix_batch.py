@@ -21,14 +21,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load_ledger import DEFAULT_DATA_DIR, deployed_stack, image_folder, train_quick_model
 
-from cloud.deploy import make_client
-from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
+from cloud.aws import AwsTarget
+from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD
 from scones.ledger import choose_images
 from scones.model_server import ModelServer
 from scones.prefix_batch import format_summary, run_prefix_batch
@@ -73,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir or train_quick_model(folder)
     server = ModelServer(model_dir, endpoint_name=ENDPOINT_NAME)
     with deployed_stack(server, "scones-prefix", args.threshold) as (url, outputs):
-        session = boto3.Session()
+        aws = AwsTarget()
         bucket, prefix = outputs["ImageBucketName"], f"bench-{uuid.uuid4().hex[:8]}/"
-        upload_s = upload(make_client(session, "s3"), bucket, prefix, images)
+        upload_s = upload(aws.client("s3"), bucket, prefix, images)
         print(f"emulator {url}; model server {server.url}; uploaded in {upload_s:.1f} s", flush=True)
         started = time.perf_counter()
         result = run_prefix_batch(
-            session,
+            aws,
             outputs,
             bucket,
             prefix,
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=args.timeout,
         )
         wall_s = time.perf_counter() - started
-        sfn = make_client(session, "stepfunctions")
+        sfn = aws.client("stepfunctions")
         running = sfn.list_executions(stateMachineArn=outputs["BatchStateMachineArn"], statusFilter="RUNNING")
     load_after = os.getloadavg()
     problems = []

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from folds import add_fold_arguments, append_json, prepare, run_folds
 
-from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
+from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.classifier import load_model_dir, probabilities
 from local_model.data import holdout_split
 from local_model.threshold import choose_threshold, fit_temperature, routed_precision_coverage

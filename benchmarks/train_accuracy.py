@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from folds import add_fold_arguments, append_json, prepare, run_folds
 
-from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
+from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.classifier import CLASSES, load_model_dir
 from local_model.data import load_image_folder
 from local_model.train import Hyperparameters, evaluate, train_model

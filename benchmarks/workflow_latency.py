@@ -22,9 +22,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
-
-from cloud.deploy import DeployConfig, deploy_stack, make_client, teardown_stack
+from cloud.aws import AwsTarget
+from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from cloud.workflow import ExecutionResult, start_execution, upload_image, wait_for_execution
 from scones.emulator import aws_environment_for, emulator_endpoint
 from scones.model_server import ModelServer
@@ -99,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         config = DeployConfig(stack_name=stack_name, model_endpoint_url=server.url, confidence_threshold=args.threshold)
         try:
             deploy_started = time.perf_counter()
-            outputs = deploy_stack(config, timeout_s=600)
+            outputs = deploy_stack(config, AwsTarget(timeout_s=600))
             print(f"emulator {url}; deployed {stack_name} in {time.perf_counter() - deploy_started:.1f} s", flush=True)
-            session = boto3.Session()
-            sfn = make_client(session, "stepfunctions")
-            key = upload_image(make_client(session, "s3"), outputs["ImageBucketName"], image)
+            aws = AwsTarget()
+            sfn = aws.client("stepfunctions")
+            key = upload_image(aws.client("s3"), outputs["ImageBucketName"], image)
             event = {"s3_bucket": outputs["ImageBucketName"], "s3_key": key}
             print(HEADER)
             for concurrency in args.concurrency:
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         finally:
-            teardown_stack(stack_name, timeout_s=600)
+            teardown_stack(AwsTarget(timeout_s=600), stack_name)
     if args.json:
         args.json.write_text(json.dumps({"emulator": url, "image_bytes": len(image), "results": results}, indent=2))
     return 0

@@ -4,11 +4,9 @@ for it with a deadline and read its result, named error included."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
-import sys
 import threading
 import time
 import uuid
@@ -16,10 +14,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from cloud.deploy import DEFAULT_STACK_NAME, UPLOAD_TRIGGER_PREFIX, make_client, stack_outputs
+from cloud.aws import AwsTarget
+from cloud.deploy import UPLOAD_TRIGGER_PREFIX
 from cloud.polling import PollTimeoutError, poll
 from lambdas.contract import (
     CLASSES,
@@ -28,7 +26,6 @@ from lambdas.contract import (
     ImageEvent,
     InvalidEventError,
     LowConfidenceError,
-    WorkflowError,
     image_content_type,
     json_depth,
 )
@@ -337,75 +334,31 @@ def _result(described: dict) -> ExecutionResult:
 
 
 def run_workflow(
-    event: ImageEvent | dict,
-    outputs: dict[str, str],
-    *,
-    session: boto3.Session | None = None,
-    timeout_s: float = 120.0,
+    event: ImageEvent | dict, outputs: dict[str, str], aws: AwsTarget, timeout_s: float = 120.0
 ) -> ExecutionResult:
     """Run one execution of the deployed state machine on `event` and wait for its result."""
-    sfn = make_client(session or boto3.Session(), "stepfunctions")
+    sfn = aws.client("stepfunctions")
     arn = start_execution(sfn, outputs["StateMachineArn"], dict(event))
     return wait_for_execution(sfn, arn, timeout_s)
 
 
 def run_image(
     image: bytes | Path,
-    outputs: dict[str, str] | None = None,
+    outputs: dict[str, str],
+    aws: AwsTarget,
     *,
-    stack_name: str = DEFAULT_STACK_NAME,
-    session: boto3.Session | None = None,
     timeout_s: float = 120.0,
     start_execution: bool = False,
 ) -> ExecutionResult:
     """Upload a PNG or JPEG to the stack's image bucket and run the workflow on it: where the stack has the
     upload trigger, by following the execution the upload started; otherwise (or with
     `start_execution`), by uploading outside the trigger prefix and calling StartExecution."""
-    session = session or boto3.Session()
-    outputs = outputs or stack_outputs(stack_name, session=session)
     data = Path(image).read_bytes() if isinstance(image, Path) else image
-    s3 = make_client(session, "s3")
+    s3 = aws.client("s3")
     if trigger_prefix(outputs) and not start_execution:
-        sfn = make_client(session, "stepfunctions")
+        sfn = aws.client("stepfunctions")
         _, arn = upload_and_follow(s3, sfn, outputs, data)
         return wait_for_execution(sfn, arn, timeout_s)
     bucket = outputs["ImageBucketName"]
     key = upload_image(s3, bucket, data)
-    return run_workflow({"s3_bucket": bucket, "s3_key": key}, outputs, session=session, timeout_s=timeout_s)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m cloud.workflow IMAGE...`: run the deployed workflow on local image files."""
-    parser = argparse.ArgumentParser(
-        prog="python -m cloud.workflow",
-        description="Upload images to the stack's bucket and run the workflow on each; print the results as JSON. "
-        "The target comes from the environment (AWS_ENDPOINT_URL for an emulator).",
-    )
-    parser.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files")
-    parser.add_argument("--stack-name", default=DEFAULT_STACK_NAME)
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each execution")
-    parser.add_argument(
-        "--start-execution", action="store_true", help="call StartExecution even where the upload trigger is on"
-    )
-    args = parser.parse_args(argv)
-    session = boto3.Session()
-    try:
-        outputs = stack_outputs(args.stack_name, session=session)
-    except (BotoCoreError, ClientError) as e:
-        print(f"error: cannot read stack {args.stack_name}: {e}", file=sys.stderr)
-        return 2
-    failed = 0
-    for path in args.images:
-        try:
-            summary = run_image(
-                path, outputs, session=session, timeout_s=args.timeout, start_execution=args.start_execution
-            ).summary()
-        except (OSError, WorkflowError, WorkflowRunError) as e:
-            summary = {"status": "NOT_RUN", "error": type(e).__name__, "message": str(e)}
-        failed += summary["status"] != "SUCCEEDED"
-        print(json.dumps({"image": str(path), **summary}), flush=True)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_workflow({"s3_bucket": bucket, "s3_key": key}, outputs, aws, timeout_s)

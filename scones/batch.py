@@ -20,7 +20,7 @@ from typing import TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
-from cloud.deploy import make_client
+from cloud.aws import AwsTarget
 from cloud.polling import PollTimeoutError, poll
 from cloud.workflow import (
     DIRECT_PREFIX,
@@ -211,7 +211,7 @@ class StartedExecutions:
 
 
 def run_workflow_batch(
-    session,
+    aws: AwsTarget,
     outputs: dict[str, str],
     images: list[tuple[Path, str]],
     *,
@@ -226,8 +226,8 @@ def run_workflow_batch(
     each execution is started here, named `<name_prefix>-<uuid>`. Every execution ends terminal: one still
     running at its deadline is stopped and counted failed, and on Ctrl-C (or any other exception) every
     execution of this batch still running is stopped (ABORTED) before the exception goes on."""
-    s3 = make_client(session, "s3")
-    sfn = make_client(session, "stepfunctions")
+    s3 = aws.client("s3")
+    sfn = aws.client("stepfunctions")
     bucket = outputs["ImageBucketName"]
     triggered = bool(trigger_prefix(outputs)) and not start_executions
     keys = {} if triggered else upload_images(s3, bucket, [path for path, _ in images])

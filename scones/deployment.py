@@ -11,11 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.defaults import DEFAULT_ENDPOINT_NAME, DEFAULT_INSTANCE_TYPE, DEFAULT_LOCAL_IMAGE
+from cloud.aws import AwsTarget
+from cloud.defaults import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    DEFAULT_ENDPOINT_NAME,
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_LOCAL_IMAGE,
+)
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from cloud.manifest import MANIFEST_NAME
-from cloud.promote import PromotionConfig, format_plan, plan_promotion, promote, promotion_session, teardown_promotion
-from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
+from cloud.plan import PromotionConfig, format_plan, plan_promotion
+from cloud.promote import promote, teardown_promotion
 from local_model.artifact import META_FILE
 from scones.errors import StepFailedError
 from scones.model_server import ModelServer
@@ -24,8 +30,6 @@ from scones.supervisor import free_port
 from scones.target import Connection
 
 CAPTURE_PREFIX = "data-capture"  # where SageMaker captures on AWS too (template: DataCaptureConfig)
-DEPLOY_TIMEOUT_S = 600.0  # an emulator deploys in seconds; on AWS an endpoint takes minutes (1800 s there)
-AWS_DEPLOY_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -118,13 +122,7 @@ def deploy_to_emulator(
         confidence_threshold=threshold.value,
         model_data_path=model.tarball if has_tarball else None,  # recorded in the manifest, not uploaded
     )
-    outputs = deploy_stack(
-        config,
-        session=connection.session,
-        timeout_s=DEPLOY_TIMEOUT_S,
-        progress=progress,
-        manifest_path=manifest_path(workdir),
-    )
+    outputs = deploy_stack(config, connection.aws.reporting_to(progress), manifest_path=manifest_path(workdir))
     if options.model_url:
         return Deployment(outputs, None, url, None, threshold)
     destination = capture_destination(outputs)
@@ -154,10 +152,11 @@ def promotion_config(options: DeployOptions, workdir: Path) -> PromotionConfig:
     )
 
 
-def plan_aws(options: DeployOptions, workdir: Path) -> tuple[str, bool]:
+def plan_aws(options: DeployOptions, workdir: Path, lookup: bool = False) -> tuple[str, bool]:
     """The dry run of a promotion: (what would be created and the artifacts' hashes, whether they are
-    the ones deployed to the emulator). No AWS call."""
-    plan = plan_promotion(promotion_config(options, workdir), session=promotion_session())
+    the ones deployed to the emulator). No AWS call unless `lookup` (read-only ones then)."""
+    target = AwsTarget.from_environment(allow_aws=True)
+    plan = plan_promotion(promotion_config(options, workdir), target, lookup=lookup)
     return format_plan(plan), plan.proven
 
 
@@ -168,29 +167,22 @@ def deploy_to_aws(
     the SageMaker endpoint, refused unless these are the artifacts deployed to the emulator."""
     threshold = resolve_threshold(options.threshold, model_paths(workdir).model_dir)
     progress(f"confidence threshold {threshold.value} ({threshold.source})")
-    result = promote(
-        promotion_config(options, workdir),
-        session=connection.session,
-        allow_aws=True,
-        allow_untested=options.allow_untested,
-        timeout_s=AWS_DEPLOY_TIMEOUT_S,
-        progress=progress,
-    )
+    target = connection.aws.reporting_to(progress)
+    result = promote(promotion_config(options, workdir), target, allow_untested=options.allow_untested)
     return Deployment(result.outputs, None, None, capture_destination(result.outputs), threshold)
 
 
 def remove_stack(
-    connection: Connection, stack_name: str, progress: Callable[[str], None], repository: str = ""
+    connection: Connection,
+    stack_name: str,
+    progress: Callable[[str], None],
+    repository: str = "",
+    keep_repository: bool = False,
 ) -> None:
-    """Delete the stack and its buckets; on AWS also the SageMaker endpoint (checked) and the pushed images."""
+    """Delete the stack and its buckets; on AWS also the SageMaker endpoint (checked) and the pushed images
+    (the ECR repository too, unless `keep_repository`)."""
+    target = connection.aws.reporting_to(progress)
     if connection.allow_aws:
-        teardown_promotion(
-            stack_name,
-            repository=repository,
-            session=connection.session,
-            allow_aws=True,
-            timeout_s=AWS_DEPLOY_TIMEOUT_S,
-            progress=progress,
-        )
+        teardown_promotion(target, stack_name, repository=repository, keep_repository=keep_repository)
         return
-    teardown_stack(stack_name, session=connection.session, timeout_s=DEPLOY_TIMEOUT_S, progress=progress)
+    teardown_stack(target, stack_name)

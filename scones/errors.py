@@ -12,8 +12,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from cloud.deploy import DeployError, RealAwsRefusedError
-from cloud.promote import PromotionEnvironmentError
+from cloud.errors import DeployError, RealAwsRefusedError, TargetEnvironmentError
 from cloud.workflow import WorkflowRunError
 from lambdas.contract import WorkflowError
 from local_model.capture import CaptureError
@@ -98,7 +97,7 @@ def describe_error(error: BaseException) -> tuple[int, str]:
     message = str(error).strip() or type(error).__name__
     if isinstance(error, SconesError):
         return error.exit_code, message
-    if isinstance(error, (PromotionEnvironmentError, CorruptStateError)):
+    if isinstance(error, (TargetEnvironmentError, CorruptStateError)):
         return EXIT_ENVIRONMENT, message
     if isinstance(error, DownloadError):  # its message says to use --data-dir offline
         return EXIT_ENVIRONMENT, message

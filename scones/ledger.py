@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud.deploy import make_client
+from cloud.aws import AwsTarget
 from cloud.polling import PollTimeoutError, poll
 from cloud.workflow import TERMINAL_STATUSES, UNNAMED_LAMBDA_ERRORS
 from lambdas.contract import CLASSES
@@ -276,7 +276,7 @@ def format_ledger(ledger: Ledger, problems: list[str]) -> str:
 
 
 def run_ledgered_batch(
-    session,
+    aws: AwsTarget,
     outputs: dict[str, str],
     images: list[tuple[Path, str]],
     server: ModelServerFiles,
@@ -295,7 +295,7 @@ def run_ledgered_batch(
     seen = {r.event_id for r in read_captured_inferences(destination, endpoint)} if destination else set()
     started = time.perf_counter()
     outcomes = run_workflow_batch(
-        session,
+        aws,
         outputs,
         images,
         concurrency=concurrency,
@@ -305,7 +305,7 @@ def run_ledgered_batch(
         start_executions=True,
     )
     wall_s = time.perf_counter() - started
-    sfn = make_client(session, "stepfunctions")
+    sfn = aws.client("stepfunctions")
     executions = list_batch_executions(sfn, outputs["StateMachineArn"], prefix)
 
     def read_captures(expected: int) -> list[CapturedInference]:

@@ -94,7 +94,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
                 f"(bucket {outputs['ImageBucketName']})"
             )
             outcomes = run_workflow_batch(
-                connection.session,
+                connection.aws,
                 outputs,
                 test_images,
                 concurrency=options.concurrency,

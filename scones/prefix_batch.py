@@ -10,16 +10,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import boto3
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
-from cloud.deploy import make_client
+from cloud.aws import AwsTarget
 from cloud.polling import PollTimeoutError, poll
-from cloud.workflow import WorkflowRunError
+from cloud.workflow import TERMINAL_STATUSES, WorkflowRunError
 from lambdas.summarize_batch import SUMMARY_PREFIX, summary_key
 
-TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 DEFAULT_TIMEOUT_S = 3600.0
 POLL_INTERVAL_S = 0.5
 
@@ -89,7 +87,7 @@ def parse_prefix(argument: str, prefix: str | None = None) -> tuple[str, str]:
 
 
 def run_prefix_batch(
-    session: boto3.Session,
+    aws: AwsTarget,
     outputs: dict[str, str],
     bucket: str,
     prefix: str,
@@ -103,7 +101,7 @@ def run_prefix_batch(
     stop it) for its end; the summary is read back from S3. The defaults live in the state machine."""
     if "BatchStateMachineArn" not in outputs:
         raise PrefixBatchError("the stack has no BatchStateMachineArn output: deploy it again (`scones deploy`)")
-    sfn, s3 = make_client(session, "stepfunctions"), make_client(session, "s3")
+    sfn, s3 = aws.client("stepfunctions"), aws.client("s3")
     check_prefix_has_objects(s3, bucket, prefix)
     execution_input: dict = {"bucket": bucket, "prefix": prefix}
     if tolerated_failure_percentage is not None:

@@ -3,7 +3,8 @@ AWS_ENDPOINT_URL names (LocalStack from docker compose, say), the one a running 
 the state file, or, only when asked with `--target aws`, AWS itself.
 
 Nothing here names an endpoint in code: for an emulator the process environment is pointed at it
-(scones.emulator.aws_environment_for) and boto3 reads it from there.
+(scones.emulator.aws_environment_for) and boto3 reads it from there. The connection's AwsTarget
+(cloud/aws.py) makes every client the command uses.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from cloud.deploy import DEFAULT_STACK_NAME, make_client, stack_outputs, stack_status
+from cloud.aws import AwsTarget, is_real_aws_url
+from cloud.defaults import DEFAULT_STACK_NAME
+from cloud.errors import AwsCredentialsMissingError, RealAwsRefusedError
+from cloud.promote import PROMOTION_TIMEOUT_S
+from cloud.stack import stack_outputs, stack_status
 from scones.emulator import Ministack, aws_environment_for, is_reachable
 from scones.errors import (
     AwsCredentialsError,
@@ -29,6 +33,7 @@ from scones.errors import (
 from scones.state import SessionState
 
 ENDPOINT_URL_VAR = "AWS_ENDPOINT_URL"
+EMULATOR_STACK_TIMEOUT_S = 600.0  # an emulator deploys in seconds; on AWS the endpoint alone takes minutes
 
 
 class TargetKind(StrEnum):
@@ -43,7 +48,7 @@ class Connection:
     kind: TargetKind
     endpoint_url: str | None  # the emulator's URL; None on AWS
     embedded: bool  # this process started the emulator and stops it on exit
-    session: boto3.Session
+    aws: AwsTarget  # every client the command makes, made by this
     emulator: Ministack | None = None  # the embedded emulator's process, when this process started it
 
     @property
@@ -52,7 +57,7 @@ class Connection:
 
     def describe(self) -> str:
         if self.kind is TargetKind.aws:
-            return f"AWS ({self.session.region_name})"
+            return f"AWS ({self.aws.region})"
         origin = "embedded ministack" if self.embedded else "emulator"
         return f"{origin} at {self.endpoint_url}"
 
@@ -87,18 +92,20 @@ def connect(
     emulator AWS_ENDPOINT_URL named then); else EmulatorNotRunningError.
     """
     if kind is TargetKind.aws:
-        yield Connection(kind, None, False, aws_session())
+        yield Connection(kind, None, False, aws_target())
         return
     url = configured_emulator()
     if url:
+        if is_real_aws_url(url):
+            raise RealAwsRefusedError(f"{ENDPOINT_URL_VAR} names real AWS ({url}), not an emulator: use --target aws")
         check_reachable(url, ENDPOINT_URL_VAR)
         with aws_environment_for(url):
-            yield Connection(kind, url, False, boto3.Session())
+            yield Connection(kind, url, False, emulator_target())
         return
     if state is not None and state.aws_endpoint_url and not start_embedded:
         check_reachable(state.aws_endpoint_url, "recorded in the state file")
         with aws_environment_for(state.aws_endpoint_url):
-            yield Connection(kind, state.aws_endpoint_url, False, boto3.Session())
+            yield Connection(kind, state.aws_endpoint_url, False, emulator_target())
         return
     if not start_embedded:
         raise EmulatorNotRunningError(
@@ -106,46 +113,33 @@ def connect(
             f"--workdir), or point {ENDPOINT_URL_VAR} at one (LocalStack: http://127.0.0.1:4566)"
         )
     with Ministack(port=emulator_port) as emulator, aws_environment_for(emulator.endpoint_url):
-        yield Connection(kind, emulator.endpoint_url, True, boto3.Session(), emulator)
+        yield Connection(kind, emulator.endpoint_url, True, emulator_target(), emulator)
 
 
-def aws_session() -> boto3.Session:
-    """A session on real AWS whose credentials work (checked with STS, which needs no permission)."""
-    session = boto3.Session()
-    if not session.region_name:
+def emulator_target() -> AwsTarget:
+    """The target for an emulator the environment now points at (real AWS stays refused)."""
+    return AwsTarget.from_environment(timeout_s=EMULATOR_STACK_TIMEOUT_S)
+
+
+def aws_target() -> AwsTarget:
+    """A target on real AWS whose credentials work: checked with STS (which needs no permission), once, here;
+    whatever the command does next reuses the answer."""
+    target = AwsTarget.from_environment(allow_aws=True, timeout_s=PROMOTION_TIMEOUT_S)
+    if not target.session.region_name:
         raise AwsCredentialsError("--target aws needs a region: set AWS_DEFAULT_REGION (or a profile's region)")
     try:
-        make_client(session, "sts").get_caller_identity()
-    except (NoCredentialsError, PartialCredentialsError) as e:
-        raise AwsCredentialsError(
-            f"no AWS credentials for --target aws ({e}): run `aws configure` or set AWS_PROFILE"
-        ) from e
+        target.check_identity()
+    except AwsCredentialsMissingError as e:
+        raise AwsCredentialsError(f"--target aws: {e}") from e
     except (ClientError, BotoCoreError) as e:
         raise AwsCredentialsError(f"the AWS credentials do not work for --target aws: {e}") from e
-    return session
-
-
-@contextlib.contextmanager
-def service_endpoint(service_env_suffix: str, url: str | None) -> Iterator[None]:
-    """Point one service at `url` (AWS_ENDPOINT_URL_<SERVICE>) for clients made in the block, as the
-    template does for the classifier; a None url changes nothing."""
-    name = f"{ENDPOINT_URL_VAR}_{service_env_suffix}"
-    previous = os.environ.get(name)
-    if url:
-        os.environ[name] = url
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
+    return target
 
 
 def deployed_outputs(connection: Connection, stack_name: str | None, state: SessionState | None) -> dict[str, str]:
     """The outputs of the stack the command works on; NotDeployedError with the fix if there is none."""
     name = stack_name or (state.stack_name if state else None) or DEFAULT_STACK_NAME
-    cfn = make_client(connection.session, "cloudformation")
+    cfn = connection.aws.client("cloudformation")
     status = stack_status(cfn, name)
     if status is None or status.startswith("DELETE"):
         recorded = (state.stack_name, state.aws_endpoint_url) if state is not None else None
@@ -160,4 +154,4 @@ def deployed_outputs(connection: Connection, stack_name: str | None, state: Sess
         )
     if status.endswith("_FAILED") or status == "ROLLBACK_COMPLETE":
         raise NotDeployedError(f"stack {name!r} is {status} on {connection.describe()}: run `scones deploy` again")
-    return stack_outputs(name, session=connection.session)
+    return stack_outputs(connection.aws, name)

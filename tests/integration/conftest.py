@@ -19,7 +19,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cloud.deploy import DeployConfig, deploy_stack, stack_status, teardown_stack
+from cloud.aws import AwsTarget
+from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
+from cloud.stack import stack_status
 from lambdas.classify_image import invoke_endpoint
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.settings import DEFAULT_ENDPOINT_NAME
@@ -125,9 +127,9 @@ def stack(aws_endpoint, deploy_config) -> dict[str, str]:
     """The deployed stack's outputs; the stack and everything it holds are deleted afterwards."""
     name = deploy_config.stack_name
     try:
-        yield deploy_stack(deploy_config, timeout_s=600, progress=logger.info)
+        yield deploy_stack(deploy_config, AwsTarget(timeout_s=600))
     finally:
-        teardown_stack(name, timeout_s=600, progress=logger.info)
+        teardown_stack(AwsTarget(timeout_s=600), name)
         assert stack_status(boto3.client("cloudformation"), name) is None, f"stack {name} was not deleted"
 
 

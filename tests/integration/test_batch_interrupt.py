@@ -23,6 +23,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from cloud.aws import AwsTarget
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from cloud.workflow import CLASSIFY_STATE
 from scones.batch import INTERRUPTED_ERROR
@@ -44,11 +45,11 @@ AFTERMATH_S = 3.0  # how long the stopped executions are watched once their task
 DRIVER = """
 import json, sys
 from pathlib import Path
-import boto3
+from cloud.aws import AwsTarget
 from scones.batch import run_workflow_batch
 outputs, prefix, concurrency, paths = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 images = [(Path(p), Path(p).parent.name) for p in paths]
-run_workflow_batch(boto3.Session(), outputs, images, concurrency=concurrency, name_prefix=prefix, start_executions=True)
+run_workflow_batch(AwsTarget(), outputs, images, concurrency=concurrency, name_prefix=prefix, start_executions=True)
 print("the batch finished without being interrupted")
 """
 
@@ -67,9 +68,9 @@ def slow_stack(aws_endpoint, paused_server):
     name = f"scones-it-int-{uuid.uuid4().hex[:8]}"
     config = DeployConfig(stack_name=name, model_endpoint_name=ENDPOINT_NAME, model_endpoint_url=paused_server.url)
     try:
-        yield deploy_stack(config, timeout_s=600)
+        yield deploy_stack(config, AwsTarget(timeout_s=600))
     finally:
-        teardown_stack(name, timeout_s=600)
+        teardown_stack(AwsTarget(timeout_s=600), name)
 
 
 def wait_until(condition, what: str, deadline_s: float = DEADLINE_S):

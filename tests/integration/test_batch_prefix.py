@@ -8,10 +8,10 @@ import json
 import time
 import uuid
 
-import boto3
 import pytest
 from typer.testing import CliRunner
 
+from cloud.aws import AwsTarget
 from lambdas.contract import CLASSES
 from lambdas.summarize_batch import error_name
 from scones import cli
@@ -59,7 +59,7 @@ def test_a_prefix_is_summarized_per_class_and_the_summary_is_in_s3(stack, prefix
     prefix, expected = prefix_with_images
     bucket = stack["ImageBucketName"]
     result = run_prefix_batch(
-        boto3.Session(), stack, bucket, prefix, tolerated_failure_percentage=50, timeout_s=BATCH_TIMEOUT_S,
+        AwsTarget(), stack, bucket, prefix, tolerated_failure_percentage=50, timeout_s=BATCH_TIMEOUT_S,
         show_progress=False,
     )  # fmt: skip
     assert result.status == "SUCCEEDED", result.to_dict()
@@ -82,7 +82,7 @@ def test_a_prefix_is_summarized_per_class_and_the_summary_is_in_s3(stack, prefix
 def test_more_failures_than_tolerated_fail_the_batch_after_writing_the_summary(stack, prefix_with_images, sfn):
     prefix, expected = prefix_with_images
     result = run_prefix_batch(
-        boto3.Session(), stack, stack["ImageBucketName"], prefix, tolerated_failure_percentage=0,
+        AwsTarget(), stack, stack["ImageBucketName"], prefix, tolerated_failure_percentage=0,
         timeout_s=BATCH_TIMEOUT_S, show_progress=False,
     )  # fmt: skip
     assert result.status == "FAILED"
@@ -95,9 +95,7 @@ def test_more_failures_than_tolerated_fail_the_batch_after_writing_the_summary(s
 def test_the_default_tolerance_comes_from_the_state_machine(stack, prefix_with_images):
     prefix, _ = prefix_with_images
     bucket, key_prefix = parse_prefix(f"s3://{stack['ImageBucketName']}/{prefix}")
-    result = run_prefix_batch(
-        boto3.Session(), stack, bucket, key_prefix, timeout_s=BATCH_TIMEOUT_S, show_progress=False
-    )
+    result = run_prefix_batch(AwsTarget(), stack, bucket, key_prefix, timeout_s=BATCH_TIMEOUT_S, show_progress=False)
     # One failed item of five is 20%, above the default of 10%.
     assert result.summary["tolerated_failure_percentage"] == 10
     assert result.status == "FAILED"
@@ -106,7 +104,7 @@ def test_the_default_tolerance_comes_from_the_state_machine(stack, prefix_with_i
 def test_an_empty_prefix_is_refused_before_anything_starts(stack, sfn):
     before = sfn.list_executions(stateMachineArn=stack["BatchStateMachineArn"])["executions"]
     with pytest.raises(EmptyPrefixError, match="nothing under"):
-        run_prefix_batch(boto3.Session(), stack, stack["ImageBucketName"], f"batch-empty-{uuid.uuid4().hex[:8]}/")
+        run_prefix_batch(AwsTarget(), stack, stack["ImageBucketName"], f"batch-empty-{uuid.uuid4().hex[:8]}/")
     assert sfn.list_executions(stateMachineArn=stack["BatchStateMachineArn"])["executions"] == before
 
 

@@ -19,7 +19,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cloud.deploy import DeployConfig, deploy_stack, stack_status, teardown_stack
+from cloud.aws import AwsTarget
+from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
+from cloud.stack import stack_status
 from cloud.workflow import ExecutionResult, run_workflow, start_execution, upload_image, wait_for_execution
 from lambdas import clients
 from lambdas.classify_image import invoke_endpoint
@@ -72,9 +74,9 @@ def fault_stack(aws_endpoint, fault_port) -> dict[str, str]:
         confidence_threshold=CONFIDENCE_THRESHOLD,
     )
     try:
-        yield deploy_stack(config, timeout_s=600)
+        yield deploy_stack(config, AwsTarget(timeout_s=600))
     finally:
-        teardown_stack(name, timeout_s=600)
+        teardown_stack(AwsTarget(timeout_s=600), name)
         assert stack_status(boto3.client("cloudformation"), name) is None, f"stack {name} was not deleted"
 
 
@@ -111,14 +113,14 @@ def test_model_server_killed_mid_batch_and_restarted(
         model_dir, port=fault_port, log_path=tmp_path / "server.log", endpoint_name=ENDPOINT_NAME
     ).start()
     try:
-        warm = run_workflow(event, fault_stack, timeout_s=EXECUTION_TIMEOUT_S)
+        warm = run_workflow(event, fault_stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S)
         assert warm.label == "bicycle", warm.summary()
         arns = [start_execution(sfn, fault_stack["StateMachineArn"], event, "killed") for _ in range(BATCH)]
         server.kill()  # SIGKILL while the batch runs
         wait_for_a_fault(sfn, arns, FAULT_SEEN_TIMEOUT_S)
         server.start()  # the same port: retries that come now reach it
         results = [wait_for_execution(sfn, arn, EXECUTION_TIMEOUT_S) for arn in arns]
-        after = run_workflow(event, fault_stack, timeout_s=EXECUTION_TIMEOUT_S)
+        after = run_workflow(event, fault_stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S)
     finally:
         server.stop()
     assert running(sfn, fault_stack) == []
@@ -199,7 +201,7 @@ def test_a_model_server_slower_than_the_lambda_timeout_ends_in_a_named_error(
     try:
         with SlowProxy(fault_port, model_server.url, delay_s=4 * SHORT_LAMBDA_TIMEOUT_S) as proxy:
             started = time.monotonic()
-            result = run_workflow(event, fault_stack, timeout_s=bound_s)
+            result = run_workflow(event, fault_stack, AwsTarget(), timeout_s=bound_s)
             elapsed_s = time.monotonic() - started
     finally:
         set_timeout(original)
@@ -221,7 +223,7 @@ def test_an_image_deleted_before_its_execution_fails_with_image_not_found(stack,
     key = upload_image(s3, bucket, image, key=f"faults/{uuid.uuid4().hex}.png")
     s3.head_object(Bucket=bucket, Key=key)  # it was there
     s3.delete_object(Bucket=bucket, Key=key)
-    result = run_workflow({"s3_bucket": bucket, "s3_key": key}, stack, timeout_s=EXECUTION_TIMEOUT_S)
+    result = run_workflow({"s3_bucket": bucket, "s3_key": key}, stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S)
     assert result.status == "FAILED", result.summary()
     assert result.error_name == "ImageNotFoundError", result.summary()
     assert result.error_message.startswith("ImageNotFoundError: ") and key in result.error_message

@@ -13,6 +13,7 @@ import hashlib
 import boto3
 import pytest
 
+from cloud.aws import AwsTarget
 from scones.ledger import (
     Ledger,
     ModelServerFiles,
@@ -49,7 +50,7 @@ def ledger(stack, model_server, data_dir) -> Ledger:
         url=model_server.url,
     )
     ledger, _ = run_ledgered_batch(
-        boto3.Session(), stack, images, files, concurrency=CONCURRENCY, timeout_s=EXECUTION_TIMEOUT_S
+        AwsTarget(), stack, images, files, concurrency=CONCURRENCY, timeout_s=EXECUTION_TIMEOUT_S
     )
     print(format_ledger(ledger, check_ledger(ledger)))
     return ledger

@@ -13,6 +13,7 @@ import boto3
 import pytest
 from emf_spec import check_emf
 
+from cloud.aws import AwsTarget
 from cloud.workflow import run_image
 from scones.emulator import is_ministack
 
@@ -55,8 +56,10 @@ def correlation_of(result) -> str:
 
 @pytest.fixture(scope="module")
 def executions(stack, test_images):
-    routed = run_image(test_images.confident["bicycle"].path.read_bytes(), stack, timeout_s=EXECUTION_TIMEOUT_S)
-    rejected = run_image(test_images.unsure.path.read_bytes(), stack, timeout_s=EXECUTION_TIMEOUT_S)
+    routed = run_image(
+        test_images.confident["bicycle"].path.read_bytes(), stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S
+    )
+    rejected = run_image(test_images.unsure.path.read_bytes(), stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S)
     assert routed.status == "SUCCEEDED" and rejected.error_name == "LowConfidenceError"
     return routed, rejected
 

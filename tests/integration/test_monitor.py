@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cloud.aws import AwsTarget
 from cloud.workflow import run_image
 from local_model.captured import read_captured_inferences
 from scones import cli
@@ -59,7 +60,7 @@ def test_monitor_of_the_workflows_captures_in_a_folder(
     stack, model_server, model_dir, test_images, tmp_path, rendered_images
 ):
     for image in [*test_images.confident.values(), test_images.unsure]:
-        result = run_image(image.path.read_bytes(), stack, timeout_s=EXECUTION_TIMEOUT_S)
+        result = run_image(image.path.read_bytes(), stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S)
         assert result.status in ("SUCCEEDED", "FAILED"), result.summary()
     settled(model_server.url)
     expected = len(list(read_captured_inferences(model_server.capture_destination)))

@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from cloud.aws import AwsTarget
 from cloud.deploy import deploy_stack
 from cloud.workflow import run_image
 
@@ -54,10 +55,10 @@ def test_a_full_run_logs_no_credential(stack, deploy_config, test_images, tmp_pa
     monkeypatch.setenv("AWS_SESSION_TOKEN", token)
 
     progress: list[str] = []
-    outputs = deploy_stack(deploy_config, timeout_s=600, progress=progress.append)  # an update: up to date
+    outputs = deploy_stack(deploy_config, AwsTarget(timeout_s=600, progress=progress.append))  # an update: up to date
     confident = next(iter(test_images.confident.values()))
     results = [
-        run_image(chosen.path.read_bytes(), outputs, timeout_s=EXECUTION_TIMEOUT_S)
+        run_image(chosen.path.read_bytes(), outputs, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S)
         for chosen in (confident, test_images.unsure)
     ]
     assert [r.status for r in results] == ["SUCCEEDED", "FAILED"], [r.summary() for r in results]

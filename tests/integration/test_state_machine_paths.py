@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 from cfnlint.decode import decode_str
 
-from cloud import deploy
+from cloud import artifacts as deploy_artifacts
 from cloud.workflow import ExecutionResult
 from lambdas import contract
 from lambdas.filter_low_confidence import check_confidence
@@ -24,7 +24,7 @@ from scones.emulator import is_ministack
 
 pytestmark = pytest.mark.integration
 
-EVENTS = deploy.ROOT / "tests" / "events"
+EVENTS = deploy_artifacts.ROOT / "tests" / "events"
 THRESHOLD = contract.DEFAULT_CONFIDENCE_THRESHOLD
 
 # The states in the order the workflow runs them, and the designed Retry rules (the ASL is the
@@ -96,7 +96,7 @@ def role_arn(aws_endpoint):
 def function_arns(aws_endpoint) -> dict[str, str]:
     """A function ARN for each of the template's DefinitionSubstitutions, in this emulator's account and
     region (mocked calls never invoke them)."""
-    template = decode_str(deploy.TEMPLATE_PATH.read_text())[0]
+    template = decode_str(deploy_artifacts.TEMPLATE_PATH.read_text())[0]
     names = template["Resources"]["StateMachine"]["Properties"]["DefinitionSubstitutions"]
     account = boto3.client("sts").get_caller_identity()["Account"]
     region = boto3.Session().region_name
@@ -107,7 +107,7 @@ def function_arns(aws_endpoint) -> dict[str, str]:
 def definition(function_arns) -> str:
     """The ASL that deploy uploads, with every ${...} replaced as CloudFormation's
     DefinitionSubstitutions replaces it."""
-    text = deploy.STATE_MACHINE_PATH.read_text()
+    text = deploy_artifacts.STATE_MACHINE_PATH.read_text()
     rendered = re.sub(r"\$\{(\w+)\}", lambda m: function_arns[m.group(1)], text)
     assert "${" not in rendered
     return rendered

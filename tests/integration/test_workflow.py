@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cloud.aws import AwsTarget
 from cloud.deploy import deploy_stack
 from cloud.workflow import run_image, run_workflow, upload_image
 from lambdas.contract import CLASSES, MAX_EVENT_BYTES
@@ -51,7 +52,7 @@ def test_stack_outputs_name_the_deployed_resources(stack, deploy_config, sfn, s3
 def test_a_confident_image_is_routed_with_its_class(stack, test_images, label):
     chosen = test_images.confident[label]
     image = chosen.path.read_bytes()
-    result = run_image(image, stack, timeout_s=EXECUTION_TIMEOUT_S)
+    result = run_image(image, stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S)
     assert result.status == "SUCCEEDED", result.summary()
     assert result.label == label
     assert result.inferences == pytest.approx(chosen.scores, abs=1e-6)
@@ -61,7 +62,7 @@ def test_a_confident_image_is_routed_with_its_class(stack, test_images, label):
 
 def test_an_unsure_image_fails_with_low_confidence_error(stack, deploy_config, test_images, sfn):
     chosen = test_images.unsure
-    result = run_image(chosen.path.read_bytes(), stack, timeout_s=EXECUTION_TIMEOUT_S)
+    result = run_image(chosen.path.read_bytes(), stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S)
     assert result.status == "FAILED", result.summary()
     assert result.error_name == "LowConfidenceError", result.summary()
     assert f"{max(chosen.scores):.4f}" in result.error_message
@@ -127,7 +128,7 @@ def bad_input(case: str, stack: dict, s3, test_images) -> dict:
 )
 def test_a_bad_input_fails_with_its_named_error(stack, s3, test_images, case, error_name):
     event = bad_input(case, stack, s3, test_images)
-    result = run_workflow(event, stack, timeout_s=EXECUTION_TIMEOUT_S)
+    result = run_workflow(event, stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S)
     assert result.status == "FAILED", result.summary()
     assert result.error_name == error_name, result.summary()
     assert result.error_message.startswith(f"{error_name}: ")
@@ -135,7 +136,9 @@ def test_a_bad_input_fails_with_its_named_error(stack, s3, test_images, case, er
 
 
 def test_the_endpoint_error_carries_the_model_servers_reason(stack, deploy_config, s3, test_images):
-    result = run_workflow(bad_input("endpoint error", stack, s3, test_images), stack, timeout_s=EXECUTION_TIMEOUT_S)
+    result = run_workflow(
+        bad_input("endpoint error", stack, s3, test_images), stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S
+    )
     assert result.error_name == "EndpointError"
     assert "ModelError" in result.error_message
     assert deploy_config.model_endpoint_name in result.error_message
@@ -149,14 +152,16 @@ def test_redeploying_unchanged_changes_nothing(stack, deploy_config):
         return {r["LogicalResourceId"]: r.get("PhysicalResourceId") for r in summaries}
 
     before = resources()
-    assert deploy_stack(deploy_config, timeout_s=300) == stack
+    assert deploy_stack(deploy_config, AwsTarget(timeout_s=300)) == stack
     assert resources() == before  # nothing replaced
 
 
 def test_executions_run_concurrently(stack, test_images):
     image = test_images.confident["motorcycle"].path.read_bytes()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda _: run_image(image, stack, timeout_s=EXECUTION_TIMEOUT_S), range(4)))
+        results = list(
+            pool.map(lambda _: run_image(image, stack, AwsTarget(), timeout_s=EXECUTION_TIMEOUT_S), range(4))
+        )
     assert [r.label for r in results] == ["motorcycle"] * 4, [json.dumps(r.summary()) for r in results]
     # Concurrently, by Step Functions' own clock: some execution started before another had stopped.
     overlapping = [

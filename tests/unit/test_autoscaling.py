@@ -15,9 +15,9 @@ import pytest
 from cfnlint.decode import decode_str
 from moto import mock_aws
 
-from cloud import deploy
+from cloud.artifacts import TEMPLATE_PATH
 
-TEMPLATE = decode_str(deploy.TEMPLATE_PATH.read_text())[0]
+TEMPLATE = decode_str(TEMPLATE_PATH.read_text())[0]
 RESOURCES = TEMPLATE["Resources"]
 TARGET, POLICY = RESOURCES["EndpointScalableTarget"], RESOURCES["EndpointScalingPolicy"]
 ENDPOINT_NAME = "scones-classifier"

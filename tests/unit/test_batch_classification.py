@@ -13,17 +13,17 @@ from conftest import use_offline_aws
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from cloud import deploy
+from cloud.artifacts import BATCH_STATE_MACHINE_PATH, STATE_MACHINE_PATH, TEMPLATE_PATH
 from lambdas import clients, summarize_batch
 from lambdas.contract import InvalidEventError
 from scones import cli
 from scones.errors import EXIT_USAGE
 from scones.prefix_batch import InvalidPrefixError, is_prefix_argument, parse_prefix
 
-TEMPLATE = decode_str(deploy.TEMPLATE_PATH.read_text())[0]
+TEMPLATE = decode_str(TEMPLATE_PATH.read_text())[0]
 RESOURCES = TEMPLATE["Resources"]
-BATCH = json.loads(deploy.BATCH_STATE_MACHINE_PATH.read_text())
-SINGLE = json.loads(deploy.STATE_MACHINE_PATH.read_text())
+BATCH = json.loads(BATCH_STATE_MACHINE_PATH.read_text())
+SINGLE = json.loads(STATE_MACHINE_PATH.read_text())
 MAP = BATCH["States"]["Classify Each Image"]
 BUCKET = "scones-unit-batch"
 
@@ -174,7 +174,7 @@ def test_handler_names_a_malformed_event(event):
 
 
 def test_batch_placeholders_are_exactly_its_substitutions():
-    text = deploy.BATCH_STATE_MACHINE_PATH.read_text()
+    text = BATCH_STATE_MACHINE_PATH.read_text()
     placeholders = set(re.findall(r"\$\{(\w+)\}", text))
     assert text.count("${") == len(re.findall(r"\$\{\w+\}", text))  # no stray "${" for AWS to reject
     assert placeholders == set(RESOURCES["BatchStateMachine"]["Properties"]["DefinitionSubstitutions"])

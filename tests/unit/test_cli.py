@@ -228,7 +228,7 @@ def test_ctrl_c_is_exit_130_with_a_short_message(workdir, monkeypatch):
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.steps, "stage_data", interrupted)
+    monkeypatch.setattr(steps, "stage_data", interrupted)
     result = run("stage", "--workdir", workdir)
     assert result.exit_code == EXIT_INTERRUPTED
     assert result.stderr.strip() == "interrupted"

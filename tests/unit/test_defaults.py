@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import yaml
 
-from cloud import defaults, deploy, promote
+from cloud import defaults, deploy
+from cloud.artifacts import ROOT, TEMPLATE_PATH
+from cloud.defaults import DEFAULT_LOCAL_IMAGE, DEFAULT_STACK_NAME, DEFAULT_WORKDIR
 from cloud.template import read_template
 from lambdas import contract
 from local_model import settings
-from scones import cli, deployment, sagemaker_local
+from scones import deployment, sagemaker_local
+from scones.cli import common, environment
 
-TEMPLATE = read_template(deploy.TEMPLATE_PATH)
+TEMPLATE = read_template(TEMPLATE_PATH)
 
 
 def parameter_default(name: str) -> str:
@@ -24,7 +27,7 @@ def test_the_template_repeats_the_defaults():
 
 
 def test_compose_builds_the_default_image():
-    compose = yaml.safe_load((deploy.ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["model"]["image"] == defaults.DEFAULT_LOCAL_IMAGE
 
 
@@ -34,9 +37,9 @@ def test_the_two_defined_elsewhere_are_those_the_code_that_cannot_import_this_us
 
 
 def test_every_module_uses_the_one_definition():
-    assert deploy.DEFAULT_STACK_NAME is cli.DEFAULT_STACK_NAME is defaults.DEFAULT_STACK_NAME
-    assert promote.DEFAULT_WORKDIR is cli.DEFAULT_WORKDIR is defaults.DEFAULT_WORKDIR
-    assert sagemaker_local.DEFAULT_IMAGE_URI is promote.DEFAULT_LOCAL_IMAGE is defaults.DEFAULT_LOCAL_IMAGE
+    assert DEFAULT_STACK_NAME is environment.DEFAULT_STACK_NAME is defaults.DEFAULT_STACK_NAME
+    assert DEFAULT_WORKDIR is common.DEFAULT_WORKDIR is defaults.DEFAULT_WORKDIR
+    assert sagemaker_local.DEFAULT_IMAGE_URI is DEFAULT_LOCAL_IMAGE is defaults.DEFAULT_LOCAL_IMAGE
     options, config = deployment.DeployOptions(stack_name="s"), deploy.DeployConfig()
     assert options.instance_type == config.endpoint_instance_type == defaults.DEFAULT_INSTANCE_TYPE
     assert options.local_image == defaults.DEFAULT_LOCAL_IMAGE

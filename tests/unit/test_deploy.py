@@ -21,10 +21,23 @@ from moto import mock_aws
 from moto_tls import PLAIN_HTTP_ONLY, moto_sees_tls  # noqa: F401 (an autouse fixture)
 
 from cloud import deploy, workflow
+from cloud.artifacts import (
+    LAMBDA_HANDLERS,
+    LAMBDAS_DIR,
+    SHARED_LAMBDA_MODULES,
+    STATE_MACHINE_PATH,
+    TEMPLATE_PATH,
+    Artifact,
+    build_artifacts,
+    build_lambda_zip,
+)
+from cloud.defaults import DEFAULT_ENDPOINT_NAME
+from cloud.errors import DeployError, RealAwsRefusedError, StackFailedError
+from cloud.stack import apply_change_set, stack_resource_id, stack_status
 from lambdas import contract, metrics
 
-TEMPLATE = decode_str(deploy.TEMPLATE_PATH.read_text())[0]
-DEFINITION = json.loads(deploy.STATE_MACHINE_PATH.read_text())
+TEMPLATE = decode_str(TEMPLATE_PATH.read_text())[0]
+DEFINITION = json.loads(STATE_MACHINE_PATH.read_text())
 RESOURCES = TEMPLATE["Resources"]
 
 
@@ -37,29 +50,29 @@ def offline_aws(monkeypatch):
 
 
 def test_lambda_zips_are_byte_for_byte_reproducible():
-    first, second = deploy.build_artifacts(), deploy.build_artifacts()
+    first, second = build_artifacts(), build_artifacts()
     assert {k: a.data for k, a in first.items()} == {k: a.data for k, a in second.items()}
-    assert set(first) == {*deploy.LAMBDA_HANDLERS, "StateMachineDefinitionKey", "BatchStateMachineDefinitionKey"}
+    assert set(first) == {*LAMBDA_HANDLERS, "StateMachineDefinitionKey", "BatchStateMachineDefinitionKey"}
 
 
-@pytest.mark.parametrize("handler", sorted(deploy.LAMBDA_HANDLERS.values()))
+@pytest.mark.parametrize("handler", sorted(LAMBDA_HANDLERS.values()))
 def test_lambda_zip_holds_exactly_its_handler_and_the_shared_modules(handler):
-    with zipfile.ZipFile(io.BytesIO(deploy.build_lambda_zip(handler))) as archive:
+    with zipfile.ZipFile(io.BytesIO(build_lambda_zip(handler))) as archive:
         infos = archive.infolist()
         names = [info.filename for info in infos]
-        assert names == sorted(f"lambdas/{m}" for m in {*deploy.SHARED_LAMBDA_MODULES, f"{handler}.py"})
+        assert names == sorted(f"lambdas/{m}" for m in {*SHARED_LAMBDA_MODULES, f"{handler}.py"})
         for info in infos:
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
             assert info.external_attr >> 16 == 0o100644
-            assert archive.read(info) == (deploy.LAMBDAS_DIR / Path(info.filename).name).read_bytes()
+            assert archive.read(info) == (LAMBDAS_DIR / Path(info.filename).name).read_bytes()
 
 
 def test_a_changed_source_gets_a_new_hash_and_key(tmp_path):
     sources = tmp_path / "lambdas"
-    shutil.copytree(deploy.LAMBDAS_DIR, sources, ignore=shutil.ignore_patterns("__pycache__"))
-    before = deploy.Artifact("filter", deploy.build_lambda_zip("filter_low_confidence", sources), ".zip")
+    shutil.copytree(LAMBDAS_DIR, sources, ignore=shutil.ignore_patterns("__pycache__"))
+    before = Artifact("filter", build_lambda_zip("filter_low_confidence", sources), ".zip")
     (sources / "contract.py").write_text((sources / "contract.py").read_text() + "\n# changed\n")
-    after = deploy.Artifact("filter", deploy.build_lambda_zip("filter_low_confidence", sources), ".zip")
+    after = Artifact("filter", build_lambda_zip("filter_low_confidence", sources), ".zip")
     assert before.sha256 != after.sha256
     assert before.key != after.key
     assert after.key == f"artifacts/filter/{after.sha256}.zip"
@@ -80,7 +93,7 @@ def test_artifact_bucket_name_is_valid_stable_and_distinct():
 
 
 def test_template_passes_cfn_lint():
-    assert [str(match) for match in lint_file(deploy.TEMPLATE_PATH)] == []
+    assert [str(match) for match in lint_file(TEMPLATE_PATH)] == []
 
 
 def iam_statements():
@@ -117,7 +130,7 @@ def test_roles_are_least_privilege():
 
 def test_each_function_has_its_own_role_and_log_group_with_retention():
     functions = {k: r for k, r in RESOURCES.items() if r["Type"] == "AWS::Lambda::Function"}
-    assert len(functions) == len(deploy.LAMBDA_HANDLERS)
+    assert len(functions) == len(LAMBDA_HANDLERS)
     roles = {f["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions.values()}
     assert len(roles) == len(functions)
     for logical_id, function in functions.items():
@@ -132,9 +145,9 @@ def test_each_function_has_its_own_role_and_log_group_with_retention():
 
 def test_handlers_and_code_keys_match_the_lambdas_package():
     handlers = {r["Properties"]["Handler"] for r in RESOURCES.values() if r["Type"] == "AWS::Lambda::Function"}
-    assert handlers == {f"lambdas.{m}.handler" for m in deploy.LAMBDA_HANDLERS.values()}
+    assert handlers == {f"lambdas.{m}.handler" for m in LAMBDA_HANDLERS.values()}
     code_keys = {r["Properties"]["Code"]["S3Key"]["Ref"] for r in RESOURCES.values() if "Code" in r["Properties"]}
-    assert code_keys == set(deploy.LAMBDA_HANDLERS)
+    assert code_keys == set(LAMBDA_HANDLERS)
 
 
 def test_bucket_is_encrypted_and_private():
@@ -169,7 +182,7 @@ def test_the_model_server_url_reaches_the_classifier_only_when_given():
 
 
 def test_deploy_passes_every_template_parameter_and_no_other():
-    keys = {p: "key" for p in [*deploy.LAMBDA_HANDLERS, "StateMachineDefinitionKey", "BatchStateMachineDefinitionKey"]}
+    keys = {p: "key" for p in [*LAMBDA_HANDLERS, "StateMachineDefinitionKey", "BatchStateMachineDefinitionKey"]}
     passed = {p["ParameterKey"] for p in deploy.stack_parameters(deploy.DeployConfig(), "bucket", keys)}
     assert passed == set(TEMPLATE["Parameters"])
 
@@ -178,7 +191,7 @@ def test_deploy_passes_every_template_parameter_and_no_other():
 
 
 def test_definition_placeholders_are_exactly_the_templates_substitutions():
-    text = deploy.STATE_MACHINE_PATH.read_text()
+    text = STATE_MACHINE_PATH.read_text()
     placeholders = set(re.findall(r"\$\{(\w+)\}", text))
     assert text.count("${") == len(re.findall(r"\$\{\w+\}", text))  # no stray "${" for AWS to reject
     substitutions = RESOURCES["StateMachine"]["Properties"]["DefinitionSubstitutions"]
@@ -225,9 +238,9 @@ def test_error_names_in_the_definition_are_the_contracts():
 
 def test_deploy_refuses_real_aws_before_any_call():
     with mock_aws():
-        with pytest.raises(deploy.RealAwsRefusedError, match="refusing to touch real AWS"):
+        with pytest.raises(RealAwsRefusedError, match="refusing to touch real AWS"):
             deploy.deploy_stack(deploy.DeployConfig(stack_name="refused"))
-        with pytest.raises(deploy.RealAwsRefusedError):
+        with pytest.raises(RealAwsRefusedError):
             deploy.teardown_stack("refused")
         assert boto3.client("s3").list_buckets()["Buckets"] == []
 
@@ -241,7 +254,7 @@ def test_an_emulator_endpoint_is_not_real_aws(monkeypatch):
 def test_a_single_service_pointing_at_aws_is_refused(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "https://sts.eu-west-1.amazonaws.com")
-    with pytest.raises(deploy.RealAwsRefusedError, match="sts"):
+    with pytest.raises(RealAwsRefusedError, match="sts"):
         deploy.target_clients(boto3.Session(), allow_aws=False)
 
 
@@ -249,7 +262,7 @@ def test_deploy_needs_a_region(monkeypatch):
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    with pytest.raises(deploy.DeployError, match="AWS_DEFAULT_REGION"):
+    with pytest.raises(DeployError, match="AWS_DEFAULT_REGION"):
         deploy.target_clients(boto3.Session(), allow_aws=False)
 
 
@@ -264,7 +277,7 @@ def test_deploy_needs_a_region(monkeypatch):
     ],
 )
 def test_bad_configurations_are_refused_with_the_reason(config, message):
-    with pytest.raises(deploy.DeployError, match=message):
+    with pytest.raises(DeployError, match=message):
         config.check()
 
 
@@ -314,7 +327,7 @@ def cfn():
 
 def apply(client) -> list[str]:
     said = []
-    deploy.apply_change_set(client, "s", "template", PARAMETERS, deadline=float("inf"), progress=said.append)
+    apply_change_set(client, "s", "template", PARAMETERS, deadline=float("inf"), progress=said.append)
     return said
 
 
@@ -350,7 +363,7 @@ def test_a_stack_whose_creation_failed_is_replaced(cfn):
 def test_a_busy_stack_is_left_alone(cfn):
     client, stub = cfn
     stub.add_response("describe_stacks", stack("UPDATE_IN_PROGRESS"))
-    with pytest.raises(deploy.DeployError, match="busy"):
+    with pytest.raises(DeployError, match="busy"):
         apply(client)
 
 
@@ -375,7 +388,7 @@ def test_a_failed_deployment_reports_the_resources_reasons(cfn):
             ]
         },
     )
-    with pytest.raises(deploy.StackFailedError, match="ClassifyImageFunction: S3 key does not exist"):
+    with pytest.raises(StackFailedError, match="ClassifyImageFunction: S3 key does not exist"):
         apply(client)
 
 
@@ -408,7 +421,7 @@ def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(t
         endpoint = sagemaker.describe_endpoint(EndpointName=endpoint["EndpointName"])
         endpoint_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
         capture = endpoint_config["DataCaptureConfig"]
-        bucket = deploy.stack_resource_id(cfn, "scones-moto", "ImageBucket")
+        bucket = stack_resource_id(cfn, "scones-moto", "ImageBucket")
         assert capture["EnableCapture"] and capture["InitialSamplingPercentage"] == 20
         assert capture["DestinationS3Uri"] == f"s3://{bucket}/data-capture"
         (variant,) = endpoint_config["ProductionVariants"]
@@ -420,7 +433,7 @@ def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(t
         lambdas = boto3.client("lambda")
         classify = lambdas.get_function_configuration(FunctionName="scones-moto-classify-image")
         assert classify["Environment"]["Variables"] == {  # on AWS: no model server URL, SageMaker's own endpoint
-            "MODEL_ENDPOINT_NAME": deploy.DEFAULT_ENDPOINT_NAME,
+            "MODEL_ENDPOINT_NAME": DEFAULT_ENDPOINT_NAME,
             "METRICS_NAMESPACE": config.metrics_namespace,
             "STACK_NAME": "scones-moto",
         }
@@ -435,7 +448,7 @@ def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(t
 
         s3.put_object(Bucket=bucket, Key="data-capture/x.jsonl", Body=b"{}")
         deploy.teardown_stack("scones-moto", allow_aws=True, timeout_s=60, progress=lambda _: None)
-        assert deploy.stack_status(cfn, "scones-moto") is None
+        assert stack_status(cfn, "scones-moto") is None
         assert sagemaker.list_endpoints()["Endpoints"] == []
         assert s3.list_buckets()["Buckets"] == []
         deploy.teardown_stack("scones-moto", allow_aws=True, timeout_s=60)  # twice is fine
@@ -446,7 +459,7 @@ def test_teardown_deletes_the_capture_writing_endpoint_before_emptying_the_bucke
     with mock_aws():
         deploy.deploy_stack(config, allow_aws=True, timeout_s=60, progress=lambda _: None)
         cfn, sagemaker, s3 = (boto3.client(name) for name in ("cloudformation", "sagemaker", "s3"))
-        image_bucket = deploy.stack_resource_id(cfn, "scones-order", "ImageBucket")
+        image_bucket = stack_resource_id(cfn, "scones-order", "ImageBucket")
         s3.put_object(Bucket=image_bucket, Key="data-capture/AllTraffic/2026/01/01/00/x.jsonl", Body=b"{}")
         assert sagemaker.list_endpoints()["Endpoints"]
 
@@ -469,7 +482,7 @@ def test_teardown_deletes_the_capture_writing_endpoint_before_emptying_the_bucke
         emptied = {params["Bucket"] for name, params in calls if name == "DeleteObjects"}
         assert emptied == {image_bucket, deploy.artifact_bucket_name("scones-order", "123456789012", "eu-west-1")}
         assert sagemaker.list_endpoints()["Endpoints"] == []
-        assert deploy.stack_status(cfn, "scones-order") is None
+        assert stack_status(cfn, "scones-order") is None
         assert s3.list_buckets()["Buckets"] == []
 
 
@@ -545,9 +558,9 @@ def test_commands_refuse_real_aws_without_the_flag(capsys):
 def test_deploy_command_with_the_aws_flag_deploys_and_tears_down():
     with mock_aws():
         assert deploy.main(["--stack-name", "cli", "--aws", "deploy"]) == 0
-        assert deploy.stack_status(boto3.client("cloudformation"), "cli") == "CREATE_COMPLETE"
+        assert stack_status(boto3.client("cloudformation"), "cli") == "CREATE_COMPLETE"
         assert deploy.main(["--stack-name", "cli", "--aws", "teardown"]) == 0
-        assert deploy.stack_status(boto3.client("cloudformation"), "cli") is None
+        assert stack_status(boto3.client("cloudformation"), "cli") is None
 
 
 def test_deploy_command_prints_the_outputs_as_json(capsys, monkeypatch):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud import deploy
+from cloud.artifacts import LAMBDA_HANDLERS, LAMBDAS_DIR, build_lambda_zip
 
 # What the AWS Python runtime provides besides the standard library.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
@@ -33,7 +33,7 @@ def imported_top_level_modules(path: Path) -> set[str]:
     return modules
 
 
-@pytest.mark.parametrize("path", sorted(deploy.LAMBDAS_DIR.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(LAMBDAS_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_lambda_modules_import_only_stdlib_boto3_and_each_other(path):
     allowed = set(sys.stdlib_module_names) | {"boto3", "botocore", "lambdas"}
     assert imported_top_level_modules(path) - allowed == set()
@@ -62,9 +62,9 @@ print(json.dumps({"callable": callable(handler), "outside": outside}))
 """
 
 
-@pytest.mark.parametrize("handler", sorted(deploy.LAMBDA_HANDLERS.values()))
+@pytest.mark.parametrize("handler", sorted(LAMBDA_HANDLERS.values()))
 def test_each_zip_imports_in_an_interpreter_with_only_the_runtime_packages(handler, tmp_path, runtime_site):
-    with zipfile.ZipFile(io.BytesIO(deploy.build_lambda_zip(handler))) as archive:
+    with zipfile.ZipFile(io.BytesIO(build_lambda_zip(handler))) as archive:
         archive.extractall(tmp_path)
     # -S: no site-packages, so neither torch nor the project's editable install is importable.
     completed = subprocess.run(

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from emf_spec import check_emf
 
-from cloud import deploy
+from cloud.artifacts import TEMPLATE_PATH
 from cloud.template import read_template
 from lambdas import classify_image, filter_low_confidence, logs, metrics
 from lambdas.contract import LowConfidenceError
@@ -104,7 +104,7 @@ def test_log_lines_are_json_with_the_correlation_id(capsys):
     assert logger.propagate is False and logging.getLogger("lambdas.test_logs").handlers
 
 
-TEMPLATE = read_template(deploy.TEMPLATE_PATH)
+TEMPLATE = read_template(TEMPLATE_PATH)
 RESOURCES = TEMPLATE["Resources"]
 
 

@@ -21,6 +21,38 @@ from moto import mock_aws
 from moto_tls import moto_sees_tls  # noqa: F401 (an autouse fixture)
 
 from cloud import deploy, manifest, promote
+from cloud.artifacts import LAMBDAS_DIR, TEMPLATE_PATH, artifact_digests, build_artifacts, build_lambda_zip
+from cloud.defaults import DEFAULT_LOCAL_IMAGE, DEFAULT_STACK_NAME, DEFAULT_WORKDIR
+from cloud.errors import (
+    DeployError,
+    DockerCommandError,
+    DockerUnavailableError,
+    ImagePlatformError,
+    ImageVerificationError,
+    LocalImageMissingError,
+    RealAwsRefusedError,
+    TeardownIncompleteError,
+    UntestedArtifactsError,
+)
+from cloud.image import (
+    LocalImage,
+    check_platform,
+    default_repository,
+    ensure_repository,
+    inspect_local_image,
+    instance_platform,
+    push_image,
+    verify_pushed_image,
+)
+from cloud.plan import (
+    DEFAULT_MODEL_PATH,
+    PromotionConfig,
+    TemplateResource,
+    endpoint_condition,
+    plan_promotion,
+    template_resources,
+)
+from cloud.stack import stack_resource_id, stack_status
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_ID = "sha256:" + hashlib.sha256(b"the scones-model image config").hexdigest()
@@ -102,17 +134,17 @@ def model(tmp_path) -> Path:
     return path
 
 
-def config_for(model: Path, tmp_path: Path, **changes) -> promote.PromotionConfig:
-    return promote.PromotionConfig(
+def config_for(model: Path, tmp_path: Path, **changes) -> PromotionConfig:
+    return PromotionConfig(
         stack_name="scones-promo", model_data_path=model, manifest_path=tmp_path / "artifacts.json", **changes
     )
 
 
-def record_local_test(config: promote.PromotionConfig, image_id: str | None = None, target: str = EMULATOR) -> None:
+def record_local_test(config: PromotionConfig, image_id: str | None = None, target: str = EMULATOR) -> None:
     """The manifest deploy_stack writes after a deployment to the emulator at `target` (see
     test_a_deployment_records_the_manifest_the_dry_run_checks for deploy_stack writing it)."""
-    artifacts = deploy.build_artifacts(config.model_data_path)
-    record = manifest.Manifest(deploy.artifact_digests(artifacts, image_id), target, config.stack_name, "us-east-1")
+    artifacts = build_artifacts(config.model_data_path)
+    record = manifest.Manifest(artifact_digests(artifacts, image_id), target, config.stack_name, "us-east-1")
     manifest.write_manifest(config.manifest_path, record)
 
 
@@ -122,7 +154,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def dry_run_args(config: promote.PromotionConfig, *extra: str) -> list[str]:
+def dry_run_args(config: PromotionConfig, *extra: str) -> list[str]:
     return [
         "dry-run",
         "--stack-name",
@@ -168,11 +200,11 @@ def test_dry_run_with_the_tested_artifacts_says_identical_and_lists_what_would_b
         f"model image ID                 {IMAGE_ID}  [same as tested]",
     ):
         assert expected in out
-    for name, artifact in deploy.build_artifacts(model).items():
+    for name, artifact in build_artifacts(model).items():
         assert f"  {artifact.key}" in out, name  # every S3 key
         assert f"{artifact.filename:<30} {artifact.sha256}  [same as tested]" in out  # every sha256
     # every uploaded artifact (4 zips, 2 ASL files, model), the template, image inputs, image ID
-    assert out.count("same as tested") == len(deploy.build_artifacts(model)) + 3 == 10
+    assert out.count("same as tested") == len(build_artifacts(model)) + 3 == 10
     inspect = ["image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}", "scones-model:latest"]
     assert docker.argvs() == [inspect]
 
@@ -195,10 +227,10 @@ def test_dry_run_names_a_changed_lambda_zip_and_fails(docker, model, tmp_path, c
     config = config_for(model, tmp_path)
     record_local_test(config)
     edited = tmp_path / "lambdas"
-    shutil.copytree(deploy.LAMBDAS_DIR, edited, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(LAMBDAS_DIR, edited, ignore=shutil.ignore_patterns("__pycache__"))
     source = edited / "classify_image.py"
     source.write_text(source.read_text() + "\n# edited after the local test\n")
-    build = deploy.build_lambda_zip
+    build = build_lambda_zip
     monkeypatch.setattr(deploy, "build_lambda_zip", lambda handler, lambdas_dir=edited: build(handler, lambdas_dir))
     code, out, _ = run_cli(dry_run_args(config), capsys)
     assert code == 1
@@ -259,10 +291,10 @@ def test_a_record_of_a_deployment_to_aws_is_no_local_test(no_docker, model, tmp_
 
 def test_an_artifact_the_local_test_did_not_record_is_not_proven(no_docker, model, tmp_path):
     config = config_for(model, tmp_path)
-    artifacts = deploy.build_artifacts()  # a local deploy that was not given the model
-    record = manifest.Manifest(deploy.artifact_digests(artifacts), EMULATOR, config.stack_name, "us-east-1")
+    artifacts = build_artifacts()  # a local deploy that was not given the model
+    record = manifest.Manifest(artifact_digests(artifacts), EMULATOR, config.stack_name, "us-east-1")
     manifest.write_manifest(config.manifest_path, record)
-    plan = promote.plan_promotion(config)
+    plan = plan_promotion(config)
     assert not plan.proven
     assert plan.comparison.differences == [
         f"model.tar.gz was not recorded by the local test (now {hashlib.sha256(model.read_bytes()).hexdigest()})"
@@ -285,14 +317,14 @@ def test_dry_run_lookup_reads_the_account_and_what_exists(docker, model, tmp_pat
 
 
 def test_template_resources_match_cfn_lints_parser():
-    text = deploy.TEMPLATE_PATH.read_text()
+    text = TEMPLATE_PATH.read_text()
     decoded = decode_str(text)[0]
     expected = [
-        promote.TemplateResource(name, body["Type"], body.get("Condition"))
+        TemplateResource(name, body["Type"], body.get("Condition"))
         for name, body in decoded["Resources"].items()
     ]
-    assert promote.template_resources(text) == expected
-    condition = promote.endpoint_condition(text)
+    assert template_resources(text) == expected
+    condition = endpoint_condition(text)
     assert decoded["Conditions"][condition] == {"Fn::Equals": [{"Ref": "CreateModelEndpoint"}, "true"]}
     sagemaker = {r.type for r in expected if r.condition == condition}
     assert {"AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Endpoint"} <= sagemaker
@@ -313,13 +345,13 @@ def test_a_deployment_records_the_manifest_the_dry_run_checks(docker, model, tmp
     recorded = manifest.read_manifest(config.manifest_path)
     assert recorded.target == "https://cloudformation.eu-west-1.amazonaws.com"  # where it was deployed
     assert (recorded.stack_name, recorded.region) == ("scones-promo", "eu-west-1")
-    plan = promote.plan_promotion(config)
+    plan = plan_promotion(config)
     assert recorded.artifacts == {name: digest for name, digest in plan.digests.items() if name != "model image ID"}
 
 
 def test_the_manifest_is_only_written_after_a_successful_deployment(model, tmp_path):
     path = tmp_path / "artifacts.json"
-    with mock_aws(), pytest.raises(deploy.DeployError):
+    with mock_aws(), pytest.raises(DeployError):
         deploy.deploy_stack(
             deploy.DeployConfig(stack_name="1-bad-name", model_data_path=model), allow_aws=True, manifest_path=path
         )
@@ -373,15 +405,15 @@ def ecr_login():
     """(repository URI, authorization data) as ECR answers them."""
     with mock_aws():
         ecr = boto3.client("ecr")
-        repository = promote.ensure_repository(ecr, "scones-model", "scones", progress=lambda _: None)
+        repository = ensure_repository(ecr, "scones-model", "scones", progress=lambda _: None)
         yield repository["repositoryUri"], ecr.get_authorization_token()["authorizationData"][0]
 
 
 def test_push_logs_in_on_stdin_tags_by_id_pushes_and_logs_out(docker, ecr_login):
     repository_uri, authorization = ecr_login
-    image = promote.inspect_local_image("scones-model:latest")
-    assert image == promote.LocalImage("scones-model:latest", IMAGE_ID, "linux/amd64")
-    pushed = promote.push_image(image, repository_uri, authorization)
+    image = inspect_local_image("scones-model:latest")
+    assert image == LocalImage("scones-model:latest", IMAGE_ID, "linux/amd64")
+    pushed = push_image(image, repository_uri, authorization)
     assert pushed == f"{repository_uri}:sha256-{IMAGE_ID.removeprefix('sha256:')}"
     registry = repository_uri.split("/", 1)[0]
     username, password = base64.b64decode(authorization["authorizationToken"]).decode().split(":")
@@ -398,24 +430,24 @@ def test_push_logs_in_on_stdin_tags_by_id_pushes_and_logs_out(docker, ecr_login)
 
 def test_a_failed_push_still_logs_out(docker, ecr_login):
     repository_uri, authorization = ecr_login
-    image = promote.inspect_local_image()
+    image = inspect_local_image()
     script = docker.bin_dir / "docker"
     script.write_text(script.read_text() + 'if args[0] == "push":\n    sys.exit("denied: not authorized")\n')
-    with pytest.raises(promote.DockerCommandError, match=r"`docker push .*` failed: denied: not authorized"):
-        promote.push_image(image, repository_uri, authorization)
+    with pytest.raises(DockerCommandError, match=r"`docker push .*` failed: denied: not authorized"):
+        push_image(image, repository_uri, authorization)
     assert docker.argvs()[-1][0] == "logout"
 
 
 def test_docker_problems_are_named_with_the_fix(docker, monkeypatch, no_docker):
-    with pytest.raises(promote.DockerUnavailableError, match="not on PATH: install Docker"):
-        promote.inspect_local_image()
+    with pytest.raises(DockerUnavailableError, match="not on PATH: install Docker"):
+        inspect_local_image()
     monkeypatch.setenv("PATH", str(docker.bin_dir))
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "daemon")
-    with pytest.raises(promote.DockerUnavailableError, match=r"no Docker daemon .*: start Docker"):
-        promote.inspect_local_image()
+    with pytest.raises(DockerUnavailableError, match=r"no Docker daemon .*: start Docker"):
+        inspect_local_image()
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "no-such-image")
-    with pytest.raises(promote.LocalImageMissingError, match="docker compose build model"):
-        promote.inspect_local_image("scones-model:latest")
+    with pytest.raises(LocalImageMissingError, match="docker compose build model"):
+        inspect_local_image("scones-model:latest")
 
 
 @pytest.mark.parametrize(
@@ -432,14 +464,14 @@ def test_docker_problems_are_named_with_the_fix(docker, monkeypatch, no_docker):
     ],
 )
 def test_instance_platform(instance_type, platform):
-    assert promote.instance_platform(instance_type) == platform
+    assert instance_platform(instance_type) == platform
 
 
 def test_an_arm64_image_is_not_pushed_for_an_x86_endpoint():
-    image = promote.LocalImage("scones-model:latest", IMAGE_ID, "linux/arm64")  # built on an Apple silicon Mac
-    with pytest.raises(promote.ImagePlatformError, match="docker build --platform linux/amd64"):
-        promote.check_platform(image, "ml.m5.large")
-    promote.check_platform(image, "ml.c7g.large")
+    image = LocalImage("scones-model:latest", IMAGE_ID, "linux/arm64")  # built on an Apple silicon Mac
+    with pytest.raises(ImagePlatformError, match="docker build --platform linux/amd64"):
+        check_platform(image, "ml.m5.large")
+    check_platform(image, "ml.c7g.large")
 
 
 # --- Promotion and teardown on moto ------------------------------------------------------------
@@ -466,7 +498,7 @@ def registry_receives(ecr, repository: str, tag: str, config_digest: str, media_
 def registry(monkeypatch):
     """Make the fake `docker push` land in moto's ECR: the real push_image runs (fake docker), then the
     image appears in the repository as a push would leave it."""
-    push = promote.push_image
+    push = push_image
 
     def push_and_store(image, repository_uri, authorization):
         pushed = push(image, repository_uri, authorization)
@@ -504,7 +536,7 @@ def test_promotion_pushes_uploads_deploys_and_teardown_removes_everything(docker
         endpoint_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
         (variant,) = endpoint_config["ProductionVariants"]
         assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.xlarge", 1)
-        image_bucket = deploy.stack_resource_id(cfn, "scones-promo", "ImageBucket")
+        image_bucket = stack_resource_id(cfn, "scones-promo", "ImageBucket")
         capture = endpoint_config["DataCaptureConfig"]
         assert capture["EnableCapture"] and capture["InitialSamplingPercentage"] == 30
         assert capture["DestinationS3Uri"] == f"s3://{image_bucket}/data-capture"
@@ -523,7 +555,7 @@ def test_promotion_pushes_uploads_deploys_and_teardown_removes_everything(docker
 
         s3.put_object(Bucket=image_bucket, Key="data-capture/AllTraffic/x.jsonl", Body=b"{}")
         promote.teardown_promotion("scones-promo", allow_aws=True, progress=said.append, timeout_s=60)
-        assert deploy.stack_status(cfn, "scones-promo") is None
+        assert stack_status(cfn, "scones-promo") is None
         assert sagemaker.list_endpoints()["Endpoints"] == []
         assert sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
         assert sagemaker.list_models()["Models"] == []
@@ -538,7 +570,7 @@ def test_untested_artifacts_are_refused_before_anything_is_created(docker, regis
     record_local_test(config)
     model.write_bytes(b"a model nobody tested")
     with mock_aws():
-        with pytest.raises(promote.UntestedArtifactsError, match=r"model\.tar\.gz differs"):
+        with pytest.raises(UntestedArtifactsError, match=r"model\.tar\.gz differs"):
             promote.promote(config, allow_aws=True, progress=lambda _: None, timeout_s=60)
         assert boto3.client("ecr").describe_repositories()["repositories"] == []
         assert boto3.client("s3").list_buckets()["Buckets"] == []
@@ -552,9 +584,9 @@ def test_an_image_in_ecr_that_is_not_the_local_one_is_refused(docker, model, tmp
     tag = "sha256-" + IMAGE_ID.removeprefix("sha256:")
     with mock_aws():
         ecr = boto3.client("ecr")
-        promote.ensure_repository(ecr, "scones-promo-model", "scones-promo")
+        ensure_repository(ecr, "scones-promo-model", "scones-promo")
         registry_receives(ecr, "scones-promo-model", tag, "sha256:" + "f" * 64)
-        with pytest.raises(promote.ImageVerificationError, match="is not the local image"):
+        with pytest.raises(ImageVerificationError, match="is not the local image"):
             promote.promote(config, allow_aws=True, progress=lambda _: None, timeout_s=60)
         assert boto3.client("cloudformation").list_stacks()["StackSummaries"] == []
 
@@ -563,19 +595,19 @@ def test_an_oci_image_is_refused_because_sagemaker_cannot_pull_it(docker, model,
     tag = "sha256-" + IMAGE_ID.removeprefix("sha256:")
     with mock_aws():
         ecr = boto3.client("ecr")
-        promote.ensure_repository(ecr, "scones-model", "scones")
+        ensure_repository(ecr, "scones-model", "scones")
         registry_receives(ecr, "scones-model", tag, IMAGE_ID, media_type="application/vnd.oci.image.manifest.v1+json")
-        with pytest.raises(promote.ImageVerificationError, match="--provenance=false"):
-            promote.verify_pushed_image(ecr, "scones-model", tag, IMAGE_ID)
+        with pytest.raises(ImageVerificationError, match="--provenance=false"):
+            verify_pushed_image(ecr, "scones-model", tag, IMAGE_ID)
 
 
 def test_real_aws_is_refused_without_the_flag_before_any_call(docker, model, tmp_path, capsys):
     config = config_for(model, tmp_path)
     record_local_test(config)
     with mock_aws():
-        with pytest.raises(deploy.RealAwsRefusedError, match="--yes-really-aws"):
+        with pytest.raises(RealAwsRefusedError, match="--yes-really-aws"):
             promote.promote(config)
-        with pytest.raises(deploy.RealAwsRefusedError):
+        with pytest.raises(RealAwsRefusedError):
             promote.teardown_promotion("scones-promo")
         code, _, err = run_cli(["deploy", "--model", str(model), "--manifest", str(config.manifest_path)], capsys)
         assert boto3.client("ecr").describe_repositories()["repositories"] == []
@@ -610,7 +642,7 @@ def test_teardown_keeping_the_repository_removes_only_the_pushed_images():
     ours = "sha256-" + "1" * 64
     with mock_aws():
         ecr = boto3.client("ecr")
-        promote.ensure_repository(ecr, "scones-model", "scones")
+        ensure_repository(ecr, "scones-model", "scones")
         registry_receives(ecr, "scones-model", ours, "sha256:" + "1" * 64)
         registry_receives(ecr, "scones-model", "hand-pushed", "sha256:" + "2" * 64)
         promote.teardown_promotion(keep_repository=True, allow_aws=True, progress=lambda _: None, timeout_s=60)
@@ -637,7 +669,7 @@ def test_teardown_fails_loudly_when_the_endpoint_outlives_the_stack():
         variant = {"VariantName": "v", "ModelName": "m", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
         sagemaker.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[variant])
         sagemaker.create_endpoint(EndpointName="left-behind", EndpointConfigName="c")
-        with pytest.raises(promote.TeardownIncompleteError, match="aws sagemaker delete-endpoint --endpoint-name"):
+        with pytest.raises(TeardownIncompleteError, match="aws sagemaker delete-endpoint --endpoint-name"):
             promote.wait_until_endpoint_deleted(sagemaker, "left-behind", deadline=0, progress=lambda _: None)
 
 
@@ -647,18 +679,18 @@ def test_teardown_fails_loudly_when_the_endpoint_outlives_the_stack():
 def test_defaults_agree_with_the_scones_cli_and_compose():
     from scones import sagemaker_local, steps
 
-    assert steps.model_paths(promote.DEFAULT_WORKDIR).tarball == promote.DEFAULT_MODEL_PATH
+    assert steps.model_paths(DEFAULT_WORKDIR).tarball == DEFAULT_MODEL_PATH
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert promote.DEFAULT_LOCAL_IMAGE == compose["services"]["model"]["image"] == sagemaker_local.DEFAULT_IMAGE_URI
-    assert promote.default_repository(deploy.DEFAULT_STACK_NAME) == "scones-model"
+    assert DEFAULT_LOCAL_IMAGE == compose["services"]["model"]["image"] == sagemaker_local.DEFAULT_IMAGE_URI
+    assert default_repository(DEFAULT_STACK_NAME) == "scones-model"
 
 
 @pytest.mark.parametrize(
     ("stack_name", "repository"), [("scones", "scones-model"), ("Scones--Dev-", "scones-dev-model"), ("A1", "a1-model")]
 )
 def test_default_repository_is_a_valid_ecr_name(stack_name, repository):
-    assert promote.default_repository(stack_name) == repository
-    promote.PromotionConfig(stack_name=stack_name).check()
+    assert default_repository(stack_name) == repository
+    PromotionConfig(stack_name=stack_name).check()
 
 
 @pytest.mark.parametrize(
@@ -671,8 +703,8 @@ def test_default_repository_is_a_valid_ecr_name(stack_name, repository):
     ],
 )
 def test_bad_promotion_configurations_are_refused(changes, message):
-    with pytest.raises(deploy.DeployError, match=message):
-        promote.PromotionConfig(**changes).check()
+    with pytest.raises(DeployError, match=message):
+        PromotionConfig(**changes).check()
 
 
 def test_help_lists_the_three_commands(capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cfnlint.decode import decode_str
 
-from cloud import deploy
+from cloud.artifacts import TEMPLATE_PATH
 from cloud.template import TemplateError, load_template
 
 SHORT_FORMS = """
@@ -37,7 +37,7 @@ def test_short_forms_become_the_long_forms():
 
 
 def test_our_template_reads_as_cfn_lint_reads_it():
-    text = deploy.TEMPLATE_PATH.read_text()
+    text = TEMPLATE_PATH.read_text()
     ours, theirs = load_template(text), decode_str(text)[0]
     assert ours["Conditions"] == theirs["Conditions"]
     assert list(ours["Resources"]) == list(theirs["Resources"])

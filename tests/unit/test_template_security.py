@@ -11,9 +11,11 @@ import pytest
 from cfnlint.decode import decode_str
 
 from cloud import deploy
+from cloud.artifacts import TEMPLATE_PATH
+from cloud.errors import DeployError
 from local_model import settings as model_settings
 
-TEMPLATE = decode_str(deploy.TEMPLATE_PATH.read_text())[0]
+TEMPLATE = decode_str(TEMPLATE_PATH.read_text())[0]
 RESOURCES = TEMPLATE["Resources"]
 PLAIN_HTTP_ONLY = {"Bool": {"aws:SecureTransport": "false"}}
 
@@ -80,5 +82,5 @@ def test_the_classifier_has_reserved_concurrency_from_a_parameter():
 
 
 def test_a_negative_reservation_is_refused_before_any_call():
-    with pytest.raises(deploy.DeployError, match="0 reserves none"):
+    with pytest.raises(DeployError, match="0 reserves none"):
         deploy.DeployConfig(classifier_reserved_concurrency=-1).check()

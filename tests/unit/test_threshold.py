@@ -13,6 +13,7 @@ import torch
 from image_samples import make_model_dir
 
 from cloud import deploy
+from cloud.aws import AwsTarget
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 from local_model import classifier, threshold
 from local_model.classifier import META_FILE, load_model_dir, probabilities
@@ -170,7 +171,7 @@ def test_deploy_gives_the_stack_model_jsons_threshold_and_says_where_it_came_fro
     model_dir = write_meta(tmp_path / "opt_ml" / "model", CHOSEN)
     deployed = {}
 
-    def fake_deploy_stack(config, **kwargs):
+    def fake_deploy_stack(config, target, **kwargs):
         # What cloud/deploy.py sends to CloudFormation; the template's ConfidenceThreshold output is !Ref of it.
         parameters = deploy.stack_parameters(config, "bucket", {})
         deployed.update({p["ParameterKey"]: p["ParameterValue"] for p in parameters})
@@ -180,7 +181,7 @@ def test_deploy_gives_the_stack_model_jsons_threshold_and_says_where_it_came_fro
     said = []
     options = DeployOptions(stack_name="s", threshold=override, model_url="http://model:8080")
     paths = ModelPaths(opt_ml=tmp_path / "opt_ml", model_dir=model_dir, tarball=tmp_path / "none.tar.gz")
-    connection = SimpleNamespace(session=None)  # the fake deploy makes no AWS call
+    connection = SimpleNamespace(aws=AwsTarget())  # the fake deploy makes no AWS call
     result = deploy_to_emulator(connection, options, paths, tmp_path, said.append)
     assert float(result.outputs["ConfidenceThreshold"]) == expected == result.threshold.value
     source = "--threshold" if override else "model.json: routed precision"
