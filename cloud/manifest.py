@@ -76,8 +76,8 @@ def read_manifest(path: Path) -> Manifest:
         raw = json.loads(path.read_text())
     except FileNotFoundError as e:
         raise ManifestError(
-            f"no record of a local test at {path}: deploy to the emulator first (`scones deploy`, or "
-            f"`python -m cloud.deploy deploy --model-data MODEL --manifest {path}`)"
+            f"no record of a local test at {path}: deploy to the emulator first (`scones up`, or `scones deploy` "
+            "while an emulator runs), from the same --workdir"
         ) from e
     except (OSError, ValueError) as e:
         raise ManifestError(f"{path} is not a readable artifact manifest ({e}): deploy to the emulator again") from e

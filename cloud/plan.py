@@ -140,7 +140,7 @@ def current_digests(
         artifacts = build_artifacts(model_path)
     except OSError:
         artifacts = build_artifacts()
-        notes[manifest.MODEL_DATA] = f"no file at {model_path}: run `scones train`, or pass --model"
+        notes[manifest.MODEL_DATA] = f"no file at {model_path}: run `scones train` (in the same --workdir)"
     digests: dict[str, str | None] = dict(artifact_digests(artifacts, image.image_id if image else None))
     digests.setdefault(manifest.MODEL_DATA, None)
     digests.setdefault(manifest.MODEL_IMAGE_ID, None)

@@ -31,8 +31,9 @@ from cloud.artifacts import (
     build_artifacts,
     build_lambda_zip,
 )
+from cloud.aws import AwsTarget
 from cloud.defaults import DEFAULT_ENDPOINT_NAME
-from cloud.errors import DeployError, RealAwsRefusedError, StackFailedError
+from cloud.errors import AwsRegionMissingError, DeployError, RealAwsRefusedError, StackFailedError
 from cloud.stack import apply_change_set, stack_resource_id, stack_status
 from lambdas import contract, metrics
 
@@ -239,31 +240,55 @@ def test_error_names_in_the_definition_are_the_contracts():
 def test_deploy_refuses_real_aws_before_any_call():
     with mock_aws():
         with pytest.raises(RealAwsRefusedError, match="refusing to touch real AWS"):
-            deploy.deploy_stack(deploy.DeployConfig(stack_name="refused"))
+            deploy.deploy_stack(deploy.DeployConfig(stack_name="refused"), AwsTarget())
         with pytest.raises(RealAwsRefusedError):
-            deploy.teardown_stack("refused")
+            deploy.teardown_stack(AwsTarget(), "refused")
         assert boto3.client("s3").list_buckets()["Buckets"] == []
 
 
 def test_an_emulator_endpoint_is_not_real_aws(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
-    clients = deploy.target_clients(boto3.Session(), allow_aws=False)
-    assert [c.meta.endpoint_url for c in clients] == ["http://127.0.0.1:4566"] * 3
+    target = AwsTarget().check(*deploy.STACK_SERVICES)
+    assert [target.client(s).meta.endpoint_url for s in deploy.STACK_SERVICES] == ["http://127.0.0.1:4566"] * 3
+    assert not target.is_real_aws
 
 
 def test_a_single_service_pointing_at_aws_is_refused(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "https://sts.eu-west-1.amazonaws.com")
     with pytest.raises(RealAwsRefusedError, match="sts"):
-        deploy.target_clients(boto3.Session(), allow_aws=False)
+        AwsTarget().check(*deploy.STACK_SERVICES)
 
 
 def test_deploy_needs_a_region(monkeypatch):
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    with pytest.raises(DeployError, match="AWS_DEFAULT_REGION"):
-        deploy.target_clients(boto3.Session(), allow_aws=False)
+    with pytest.raises(AwsRegionMissingError, match="AWS_DEFAULT_REGION"):
+        AwsTarget().client("s3")
+
+
+def test_a_target_makes_each_client_once_with_one_retry_configuration(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    target = AwsTarget()
+    assert target.client("s3") is target.client("s3")
+    assert target.client("s3", endpoint_url="http://127.0.0.1:8080") is not target.client("s3")
+    retries = [target.client(s).meta.config.retries for s in ("s3", "stepfunctions", "ecr")]
+    # cloud/aws.py's CLIENT_CONFIG: standard mode, 5 retries after the first attempt.
+    assert retries == [{"mode": "standard", "total_max_attempts": 6}] * 3
+    # A copy reporting elsewhere shares the clients.
+    assert target.reporting_to(print).client("s3") is target.client("s3")
+
+
+def test_a_deployment_and_its_teardown_ask_sts_for_the_identity_once(tmp_path):
+    config = sagemaker_deploy_config(tmp_path, "scones-sts")
+    with mock_aws():
+        session, identity_calls = boto3.Session(), []
+        session.events.register("before-call.sts.GetCallerIdentity", lambda **_: identity_calls.append(1))
+        target = AwsTarget(session, allow_aws=True, timeout_s=60, progress=lambda _: None)
+        deploy.deploy_stack(config, target)
+        deploy.teardown_stack(target, "scones-sts")
+    assert len(identity_calls) == 1
 
 
 @pytest.mark.parametrize(
@@ -319,15 +344,15 @@ def change_set(stub: Stubber, change_set_type: str, status: str = "CREATE_COMPLE
 
 @pytest.fixture
 def cfn():
-    client = boto3.client("cloudformation")
-    with Stubber(client) as stub:
-        yield client, stub
+    target = AwsTarget(allow_aws=True)  # the Stubber answers: nothing is sent
+    with Stubber(target.client("cloudformation")) as stub:
+        yield target, stub
         stub.assert_no_pending_responses()
 
 
-def apply(client) -> list[str]:
+def apply(target: AwsTarget) -> list[str]:
     said = []
-    apply_change_set(client, "s", "template", PARAMETERS, deadline=float("inf"), progress=said.append)
+    apply_change_set(target.reporting_to(said.append), "s", "template", PARAMETERS, deadline=float("inf"))
     return said
 
 
@@ -409,10 +434,15 @@ def sagemaker_deploy_config(tmp_path, stack_name: str, **options) -> deploy.Depl
     )
 
 
+def moto_target(session: boto3.Session | None = None) -> AwsTarget:
+    """moto stands in for real AWS: the endpoints are AWS's, so the target must allow it."""
+    return AwsTarget(session or boto3.Session(), allow_aws=True, timeout_s=60, progress=lambda _: None)
+
+
 def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(tmp_path):
     config = sagemaker_deploy_config(tmp_path, "scones-moto", data_capture_sampling_percentage=20)
     with mock_aws():
-        deploy.deploy_stack(config, allow_aws=True, timeout_s=60, progress=lambda _: None)
+        deploy.deploy_stack(config, moto_target())
         cfn, sagemaker, s3 = (boto3.client(name) for name in ("cloudformation", "sagemaker", "s3"))
         assert cfn.describe_stacks(StackName="scones-moto")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
         # moto names the endpoint after the stack (it ignores EndpointName) and keeps no outputs after
@@ -447,17 +477,17 @@ def test_full_stack_with_the_sagemaker_endpoint_deploys_and_tears_down_on_moto(t
         assert sorted(statement["Resource"]) == [f"arn:aws:s3:::{artifacts}", f"arn:aws:s3:::{artifacts}/*"]
 
         s3.put_object(Bucket=bucket, Key="data-capture/x.jsonl", Body=b"{}")
-        deploy.teardown_stack("scones-moto", allow_aws=True, timeout_s=60, progress=lambda _: None)
+        deploy.teardown_stack(moto_target(), "scones-moto")
         assert stack_status(cfn, "scones-moto") is None
         assert sagemaker.list_endpoints()["Endpoints"] == []
         assert s3.list_buckets()["Buckets"] == []
-        deploy.teardown_stack("scones-moto", allow_aws=True, timeout_s=60)  # twice is fine
+        deploy.teardown_stack(moto_target(), "scones-moto")  # twice is fine
 
 
 def test_teardown_deletes_the_capture_writing_endpoint_before_emptying_the_buckets(tmp_path):
     config = sagemaker_deploy_config(tmp_path, "scones-order")
     with mock_aws():
-        deploy.deploy_stack(config, allow_aws=True, timeout_s=60, progress=lambda _: None)
+        deploy.deploy_stack(config, moto_target())
         cfn, sagemaker, s3 = (boto3.client(name) for name in ("cloudformation", "sagemaker", "s3"))
         image_bucket = stack_resource_id(cfn, "scones-order", "ImageBucket")
         s3.put_object(Bucket=image_bucket, Key="data-capture/AllTraffic/2026/01/01/00/x.jsonl", Body=b"{}")
@@ -467,7 +497,7 @@ def test_teardown_deletes_the_capture_writing_endpoint_before_emptying_the_bucke
         record = lambda model, params, **_: calls.append((model.name, params))  # noqa: E731
         session.events.register("before-parameter-build.cloudformation", record)
         session.events.register("before-parameter-build.s3.DeleteObjects", record)
-        deploy.teardown_stack("scones-order", session=session, allow_aws=True, timeout_s=60, progress=lambda _: None)
+        deploy.teardown_stack(moto_target(session), "scones-order")
 
         names = [name for name, _ in calls]
         # First the stack without its endpoint (CloudFormation deletes the resources whose condition
@@ -534,44 +564,3 @@ def test_waiting_returns_the_terminal_state():
         stub.add_response("describe_execution", running)
         stub.add_response("describe_execution", done)
         assert workflow.wait_for_execution(sfn, "arn:x", timeout_s=10, poll_s=0.01).label == "bicycle"
-
-
-# --- Command lines -----------------------------------------------------------------------------
-
-
-def test_build_command_prints_keys_and_hashes(capsys):
-    assert deploy.main(["build"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert (
-        printed["ClassifyImageCodeKey"]["key"]
-        == f"artifacts/classify_image/{printed['ClassifyImageCodeKey']['sha256']}.zip"
-    )
-
-
-def test_commands_refuse_real_aws_without_the_flag(capsys):
-    with mock_aws():
-        assert deploy.main(["teardown"]) == 1
-        assert deploy.main(["deploy", "--endpoint-url", "http://127.0.0.1:8080"]) == 1
-    assert capsys.readouterr().err.count("error: refusing to touch real AWS") == 2
-
-
-def test_deploy_command_with_the_aws_flag_deploys_and_tears_down():
-    with mock_aws():
-        assert deploy.main(["--stack-name", "cli", "--aws", "deploy"]) == 0
-        assert stack_status(boto3.client("cloudformation"), "cli") == "CREATE_COMPLETE"
-        assert deploy.main(["--stack-name", "cli", "--aws", "teardown"]) == 0
-        assert stack_status(boto3.client("cloudformation"), "cli") is None
-
-
-def test_deploy_command_prints_the_outputs_as_json(capsys, monkeypatch):
-    # moto keeps no outputs after a change set (above), so the deploy itself is stood in for here.
-    outputs = {"StateMachineArn": "the-state-machine-arn", "ImageBucketName": "b"}
-    monkeypatch.setattr(deploy, "deploy_stack", lambda config, **_: outputs if config.stack_name == "cli" else {})
-    assert deploy.main(["--stack-name", "cli", "deploy"]) == 0
-    assert json.loads(capsys.readouterr().out) == outputs
-
-
-def test_workflow_command_explains_a_missing_stack(capsys):
-    with mock_aws():
-        assert workflow.main(["--stack-name", "absent", "image.png"]) == 2
-    assert "cannot read stack absent" in capsys.readouterr().err

@@ -17,11 +17,14 @@ import pytest
 import yaml
 from cfnlint.decode import decode_str
 from conftest import use_offline_aws
+from image_samples import make_model_dir
 from moto import mock_aws
 from moto_tls import moto_sees_tls  # noqa: F401 (an autouse fixture)
+from typer.testing import CliRunner
 
-from cloud import deploy, manifest, promote
+from cloud import artifacts, deploy, manifest, promote
 from cloud.artifacts import LAMBDAS_DIR, TEMPLATE_PATH, artifact_digests, build_artifacts, build_lambda_zip
+from cloud.aws import AwsTarget
 from cloud.defaults import DEFAULT_LOCAL_IMAGE, DEFAULT_STACK_NAME, DEFAULT_WORKDIR
 from cloud.errors import (
     DeployError,
@@ -53,6 +56,8 @@ from cloud.plan import (
     template_resources,
 )
 from cloud.stack import stack_resource_id, stack_status
+from local_model.artifact import pack_model_tar
+from scones.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_ID = "sha256:" + hashlib.sha256(b"the scones-model image config").hexdigest()
@@ -128,9 +133,9 @@ def no_docker(tmp_path, monkeypatch):
 
 @pytest.fixture
 def model(tmp_path) -> Path:
+    """A trained model where `scones train` leaves it in the workdir tmp_path (a small untrained one will do)."""
     path = tmp_path / "model" / "model.tar.gz"
-    path.parent.mkdir()
-    path.write_bytes(b"model bytes, as trained")
+    pack_model_tar(make_model_dir(tmp_path / "trained"), path)
     return path
 
 
@@ -148,21 +153,30 @@ def record_local_test(config: PromotionConfig, image_id: str | None = None, targ
     manifest.write_manifest(config.manifest_path, record)
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = promote.main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def moto_target(progress=lambda _: None) -> AwsTarget:
+    """moto answers at AWS's own endpoints, so the target must allow real AWS."""
+    return AwsTarget(allow_aws=True, timeout_s=60, progress=progress)
+
+
+def run_cli(argv: list[str], capsys=None) -> tuple[int, str, str]:
+    """`scones ARGV...`: (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(app, argv, prog_name="scones")
+    return result.exit_code, result.stdout, result.stderr
 
 
 def dry_run_args(config: PromotionConfig, *extra: str) -> list[str]:
+    """`scones deploy --target aws --dry-run` in the workdir that holds config's model and manifest."""
+    workdir = config.manifest_path.parent
+    assert config.model_data_path == workdir / "model" / "model.tar.gz"  # where `scones train` puts it
     return [
-        "dry-run",
+        "deploy",
+        "--target",
+        "aws",
+        "--dry-run",
         "--stack-name",
         config.stack_name,
-        "--model",
-        str(config.model_data_path),
-        "--manifest",
-        str(config.manifest_path),
+        "--workdir",
+        str(workdir),
         *extra,
     ]
 
@@ -231,7 +245,7 @@ def test_dry_run_names_a_changed_lambda_zip_and_fails(docker, model, tmp_path, c
     source = edited / "classify_image.py"
     source.write_text(source.read_text() + "\n# edited after the local test\n")
     build = build_lambda_zip
-    monkeypatch.setattr(deploy, "build_lambda_zip", lambda handler, lambdas_dir=edited: build(handler, lambdas_dir))
+    monkeypatch.setattr(artifacts, "build_lambda_zip", lambda handler, lambdas_dir=edited: build(handler, lambdas_dir))
     code, out, _ = run_cli(dry_run_args(config), capsys)
     assert code == 1
     (difference,) = [line for line in out.splitlines() if line.startswith("  - ")]
@@ -278,7 +292,7 @@ def test_dry_run_without_a_record_of_a_local_test_fails_with_the_fix(no_docker, 
     code, out, _ = run_cli(dry_run_args(config), capsys)
     assert code == 1
     assert f"NOT proven to be the tested artifacts: no record of a local test at {config.manifest_path}" in out
-    assert "--manifest" in out.splitlines()[-1]
+    assert "deploy to the emulator first (`scones up`" in out.splitlines()[-1]
 
 
 def test_a_record_of_a_deployment_to_aws_is_no_local_test(no_docker, model, tmp_path, capsys):
@@ -294,7 +308,7 @@ def test_an_artifact_the_local_test_did_not_record_is_not_proven(no_docker, mode
     artifacts = build_artifacts()  # a local deploy that was not given the model
     record = manifest.Manifest(artifact_digests(artifacts), EMULATOR, config.stack_name, "us-east-1")
     manifest.write_manifest(config.manifest_path, record)
-    plan = plan_promotion(config)
+    plan = plan_promotion(config, AwsTarget())
     assert not plan.proven
     assert plan.comparison.differences == [
         f"model.tar.gz was not recorded by the local test (now {hashlib.sha256(model.read_bytes()).hexdigest()})"
@@ -320,8 +334,7 @@ def test_template_resources_match_cfn_lints_parser():
     text = TEMPLATE_PATH.read_text()
     decoded = decode_str(text)[0]
     expected = [
-        TemplateResource(name, body["Type"], body.get("Condition"))
-        for name, body in decoded["Resources"].items()
+        TemplateResource(name, body["Type"], body.get("Condition")) for name, body in decoded["Resources"].items()
     ]
     assert template_resources(text) == expected
     condition = endpoint_condition(text)
@@ -337,7 +350,7 @@ def test_a_deployment_records_the_manifest_the_dry_run_checks(docker, model, tmp
     config = config_for(model, tmp_path)
     deploy_config = deploy.DeployConfig(stack_name=config.stack_name, model_data_path=model)
     with mock_aws():
-        deploy.deploy_stack(deploy_config, allow_aws=True, progress=lambda _: None, manifest_path=config.manifest_path)
+        deploy.deploy_stack(deploy_config, moto_target(), manifest_path=config.manifest_path)
         account = boto3.client("sts").get_caller_identity()["Account"]
         bucket = deploy.artifact_bucket_name(config.stack_name, account, "eu-west-1")
         keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
@@ -345,7 +358,7 @@ def test_a_deployment_records_the_manifest_the_dry_run_checks(docker, model, tmp
     recorded = manifest.read_manifest(config.manifest_path)
     assert recorded.target == "https://cloudformation.eu-west-1.amazonaws.com"  # where it was deployed
     assert (recorded.stack_name, recorded.region) == ("scones-promo", "eu-west-1")
-    plan = plan_promotion(config)
+    plan = plan_promotion(config, AwsTarget())
     assert recorded.artifacts == {name: digest for name, digest in plan.digests.items() if name != "model image ID"}
 
 
@@ -353,16 +366,9 @@ def test_the_manifest_is_only_written_after_a_successful_deployment(model, tmp_p
     path = tmp_path / "artifacts.json"
     with mock_aws(), pytest.raises(DeployError):
         deploy.deploy_stack(
-            deploy.DeployConfig(stack_name="1-bad-name", model_data_path=model), allow_aws=True, manifest_path=path
+            deploy.DeployConfig(stack_name="1-bad-name", model_data_path=model), moto_target(), manifest_path=path
         )
     assert not path.exists()
-
-
-def test_deploy_command_records_the_manifest(model, tmp_path):
-    path = tmp_path / "artifacts.json"
-    with mock_aws():
-        assert deploy.main(["--aws", "deploy", "--model-data", str(model), "--manifest", str(path)]) == 0
-    assert manifest.read_manifest(path).artifacts["model.tar.gz"] == hashlib.sha256(model.read_bytes()).hexdigest()
 
 
 def test_model_image_inputs_cover_the_build_context_and_nothing_else(tmp_path):
@@ -514,7 +520,7 @@ def test_promotion_pushes_uploads_deploys_and_teardown_removes_everything(docker
     record_local_test(config)
     said = []
     with mock_aws():
-        result = promote.promote(config, allow_aws=True, progress=said.append, timeout_s=60)
+        result = promote.promote(config, moto_target(said.append))
         ecr, sagemaker, s3, cfn = (boto3.client(n) for n in ("ecr", "sagemaker", "s3", "cloudformation"))
         account = boto3.client("sts").get_caller_identity()["Account"]
 
@@ -550,11 +556,11 @@ def test_promotion_pushes_uploads_deploys_and_teardown_removes_everything(docker
         assert f"identical to the artifacts tested locally on {EMULATOR}" in said[0]
 
         # Promoting again pushes nothing: the tag is the image ID, and it is there.
-        promote.promote(config, allow_aws=True, progress=said.append, timeout_s=60)
+        promote.promote(config, moto_target(said.append))
         assert [argv[0] for argv in docker.argvs()].count("push") == 1
 
         s3.put_object(Bucket=image_bucket, Key="data-capture/AllTraffic/x.jsonl", Body=b"{}")
-        promote.teardown_promotion("scones-promo", allow_aws=True, progress=said.append, timeout_s=60)
+        promote.teardown_promotion(moto_target(said.append), "scones-promo")
         assert stack_status(cfn, "scones-promo") is None
         assert sagemaker.list_endpoints()["Endpoints"] == []
         assert sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
@@ -562,7 +568,7 @@ def test_promotion_pushes_uploads_deploys_and_teardown_removes_everything(docker
         assert ecr.describe_repositories()["repositories"] == []
         assert s3.list_buckets()["Buckets"] == []
         assert any(line.endswith("is gone") and "SageMaker endpoint" in line for line in said)
-        promote.teardown_promotion("scones-promo", allow_aws=True, progress=said.append, timeout_s=60)  # twice
+        promote.teardown_promotion(moto_target(said.append), "scones-promo")  # twice
 
 
 def test_untested_artifacts_are_refused_before_anything_is_created(docker, registry, model, tmp_path):
@@ -571,10 +577,10 @@ def test_untested_artifacts_are_refused_before_anything_is_created(docker, regis
     model.write_bytes(b"a model nobody tested")
     with mock_aws():
         with pytest.raises(UntestedArtifactsError, match=r"model\.tar\.gz differs"):
-            promote.promote(config, allow_aws=True, progress=lambda _: None, timeout_s=60)
+            promote.promote(config, moto_target(lambda _: None))
         assert boto3.client("ecr").describe_repositories()["repositories"] == []
         assert boto3.client("s3").list_buckets()["Buckets"] == []
-        promote.promote(config, allow_aws=True, allow_untested=True, progress=lambda _: None, timeout_s=60)
+        promote.promote(config, moto_target(lambda _: None), allow_untested=True)
         assert boto3.client("sagemaker").list_endpoints()["Endpoints"]
 
 
@@ -587,7 +593,7 @@ def test_an_image_in_ecr_that_is_not_the_local_one_is_refused(docker, model, tmp
         ensure_repository(ecr, "scones-promo-model", "scones-promo")
         registry_receives(ecr, "scones-promo-model", tag, "sha256:" + "f" * 64)
         with pytest.raises(ImageVerificationError, match="is not the local image"):
-            promote.promote(config, allow_aws=True, progress=lambda _: None, timeout_s=60)
+            promote.promote(config, moto_target(lambda _: None))
         assert boto3.client("cloudformation").list_stacks()["StackSummaries"] == []
 
 
@@ -601,41 +607,47 @@ def test_an_oci_image_is_refused_because_sagemaker_cannot_pull_it(docker, model,
             verify_pushed_image(ecr, "scones-model", tag, IMAGE_ID)
 
 
-def test_real_aws_is_refused_without_the_flag_before_any_call(docker, model, tmp_path, capsys):
+def test_real_aws_is_refused_unless_asked_for_before_any_call(docker, model, tmp_path, monkeypatch):
     config = config_for(model, tmp_path)
     record_local_test(config)
     with mock_aws():
-        with pytest.raises(RealAwsRefusedError, match="--yes-really-aws"):
-            promote.promote(config)
+        with pytest.raises(RealAwsRefusedError, match="refusing to touch real AWS"):
+            promote.promote(config, AwsTarget())
         with pytest.raises(RealAwsRefusedError):
-            promote.teardown_promotion("scones-promo")
-        code, _, err = run_cli(["deploy", "--model", str(model), "--manifest", str(config.manifest_path)], capsys)
+            promote.teardown_promotion(AwsTarget(), "scones-promo")
+        # The command line asks for AWS only with --target aws: an emulator target that resolves to AWS is refused.
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "https://cloudformation.eu-west-1.amazonaws.com")
+        code, _, err = run_cli(["deploy", "--workdir", str(tmp_path)])
+        monkeypatch.delenv("AWS_ENDPOINT_URL")
         assert boto3.client("ecr").describe_repositories()["repositories"] == []
     assert code == 3
-    assert err.startswith(f"error: refusing to touch real AWS ({boto3.client('ecr').meta.endpoint_url})")
+    assert err.startswith("error: AWS_ENDPOINT_URL names real AWS (https://cloudformation.eu-west-1.amazonaws.com)")
     assert docker.calls() == []
 
 
-def test_aws_without_credentials_is_one_line_with_the_fix(model, tmp_path, capsys, monkeypatch, no_network):
+def test_aws_without_credentials_is_one_line_with_the_fix(model, tmp_path, monkeypatch, no_network):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    for command in (["deploy", "--model", str(model)], ["teardown"]):
-        code, _, err = run_cli([*command, "--yes-really-aws"], capsys)
+    for command in ("deploy", "teardown"):
+        code, _, err = run_cli([command, "--target", "aws", "--workdir", str(tmp_path)])
         assert code == 3
-        assert err == (
-            "error: no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE, "
-            "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, then run again\n"
-        )
+        assert err.startswith("error: --target aws: no AWS credentials (Unable to locate credentials): run `aws ")
+        assert err.endswith("or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, then run again\n")
+        assert err.count("\n") == 1
 
 
-def test_no_region_is_one_line_with_the_fix(capsys, monkeypatch, tmp_path, no_network):
+def test_no_region_is_one_line_with_the_fix(monkeypatch, tmp_path, no_network):
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    code, _, err = run_cli(["dry-run"], capsys)
-    assert (code, err) == (3, "error: no AWS region: pass --region or set AWS_DEFAULT_REGION\n")
+    code, _, err = run_cli(["deploy", "--target", "aws", "--dry-run", "--workdir", str(tmp_path)])
+    assert (code, err) == (
+        3,
+        "error: no AWS region configured: set AWS_DEFAULT_REGION or a profile's region "
+        "(any region works on an emulator)\n",
+    )
 
 
 def test_teardown_keeping_the_repository_removes_only_the_pushed_images():
@@ -645,7 +657,7 @@ def test_teardown_keeping_the_repository_removes_only_the_pushed_images():
         ensure_repository(ecr, "scones-model", "scones")
         registry_receives(ecr, "scones-model", ours, "sha256:" + "1" * 64)
         registry_receives(ecr, "scones-model", "hand-pushed", "sha256:" + "2" * 64)
-        promote.teardown_promotion(keep_repository=True, allow_aws=True, progress=lambda _: None, timeout_s=60)
+        promote.teardown_promotion(moto_target(), keep_repository=True)
         tags = [i.get("imageTag") for i in ecr.list_images(repositoryName="scones-model")["imageIds"]]
         assert tags == ["hand-pushed"]
 
@@ -656,21 +668,21 @@ def test_teardown_keeps_a_repository_promote_did_not_create():
         ecr.create_repository(repositoryName="scones-model")  # someone else's
         registry_receives(ecr, "scones-model", "sha256-" + "1" * 64, "sha256:" + "1" * 64)
         said = []
-        promote.teardown_promotion(allow_aws=True, progress=said.append, timeout_s=60)
+        promote.teardown_promotion(moto_target(said.append))
         assert ecr.list_images(repositoryName="scones-model")["imageIds"] == []
     assert "kept the repository (promote did not create it for stack scones)" in said[-1]
 
 
 def test_teardown_fails_loudly_when_the_endpoint_outlives_the_stack():
     with mock_aws():
-        sagemaker = boto3.client("sagemaker")
+        sagemaker, target = boto3.client("sagemaker"), moto_target()
         role = boto3.client("iam").create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
         sagemaker.create_model(ModelName="m", ExecutionRoleArn=role, PrimaryContainer={"Image": "i"})
         variant = {"VariantName": "v", "ModelName": "m", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
         sagemaker.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[variant])
         sagemaker.create_endpoint(EndpointName="left-behind", EndpointConfigName="c")
         with pytest.raises(TeardownIncompleteError, match="aws sagemaker delete-endpoint --endpoint-name"):
-            promote.wait_until_endpoint_deleted(sagemaker, "left-behind", deadline=0, progress=lambda _: None)
+            promote.wait_until_endpoint_deleted(target, "left-behind", deadline=0)
 
 
 # --- Configuration -----------------------------------------------------------------------------
@@ -707,10 +719,7 @@ def test_bad_promotion_configurations_are_refused(changes, message):
         PromotionConfig(**changes).check()
 
 
-def test_help_lists_the_three_commands(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        promote.main(["--help"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert all(command in out for command in ("dry-run", "deploy", "teardown"))
-    assert "Exit status: 0 ok;" in out
+def test_the_promotion_is_part_of_the_one_command_line():
+    deploy_help = run_cli(["deploy", "--help"])[1]
+    assert all(option in deploy_help for option in ("--target", "--dry-run", "--lookup", "--allow-untested", "--image"))
+    assert "--keep-repository" in run_cli(["teardown", "--help"])[1]
