@@ -65,7 +65,9 @@ def promote(config: PromotionConfig, target: AwsTarget, *, allow_untested: bool 
     target.require_credentials()
     ecr, progress = target.client("ecr"), target.progress
     if not Path(config.model_data_path).is_file():
-        raise ModelDataMissingError(f"no model.tar.gz at {config.model_data_path}: run `scones train` (in the same --workdir)")
+        raise ModelDataMissingError(
+            f"no model.tar.gz at {config.model_data_path}: run `scones train` (in the same --workdir)"
+        )
     image = inspect_local_image(config.local_image)
     check_platform(image, config.instance_type)
     _, digests, _ = current_digests(config, image)

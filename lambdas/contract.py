@@ -12,6 +12,9 @@ schema of its stage and returns it with its own keys filled in:
 Keys the contract does not name are carried along unchanged (nesting at most MAX_EVENT_DEPTH levels).
 Images are PNG or JPEG (IMAGE_FORMATS, the one list the model server decodes too). Example events, good
 and hostile: tests/events/*.json. `python -m lambdas.contract` prints the JSON schemas.
+
+One module of about 400 lines on purpose: it is the contract written once, the one file every Lambda zip
+shares besides the clients and loggers; split, each part would have to ship in every zip anyway.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ one JSON record per line:
                                         "encoding": "JSON"}},
      "eventMetadata": {"eventId": <uuid>, "inferenceTime": "2024-05-01T12:34:56Z"[, "inferenceId": ...]},
      "eventVersion": "0"}
+
+One module of about 400 lines on purpose: the record format, the file layout and the background writer with
+its back-pressure are one concern (what SageMaker's data capture does), and it ships in the model image,
+which holds local_model/ only.
 """
 
 from __future__ import annotations

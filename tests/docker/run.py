@@ -16,11 +16,9 @@ or SCONES_REQUIRE_DOCKER=1. Compose v1 (`docker-compose` 1.29, Debian's) is what
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,10 +26,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the wrappers' shared command line
+
 import docker_engine
 import docker_images
 from docker_engine import DockerUnavailableError, log
 from docker_images import Docker, ImageBuildError
+from wrapped_command import wrapped_command
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -148,13 +149,7 @@ def run(command: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage="%(prog)s -- COMMAND [ARG...]")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("no command given")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a CI time-out unwinds: compose down, dockerd stopped
+    command = wrapped_command(__doc__.splitlines()[0], argv)  # from here a CI time-out unwinds: compose down
     try:
         return run(command)
     except DockerUnavailableError as e:

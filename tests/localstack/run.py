@@ -7,7 +7,6 @@ Standard library only, so any Python >= 3.11 can run it. Importable: `localstack
 set-up as a context manager (benchmarks/emulators.py uses it).
 """
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -25,6 +24,9 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the wrappers' shared command line
+from wrapped_command import wrapped_command
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -217,14 +219,7 @@ def command_env(endpoint: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage="%(prog)s -- COMMAND [ARG...]")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("no command given")
-    # SIGTERM (a CI time-out) unwinds like Ctrl-C, so LocalStack is stopped on the way out.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    command = wrapped_command(__doc__.splitlines()[0], argv)  # from here a CI time-out stops LocalStack too
     try:
         with localstack() as running:
             print(
