@@ -19,6 +19,7 @@ from cloud.defaults import (
     DEFAULT_LOCAL_IMAGE,
 )
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
+from cloud.image import inspect_local_image
 from cloud.manifest import MANIFEST_NAME
 from cloud.plan import PromotionConfig, format_plan, plan_promotion
 from cloud.promote import promote, teardown_promotion
@@ -39,6 +40,7 @@ class DeployOptions:
     threshold: float | None = None  # None: the one training chose (model.json), else the default
     model_port: int | None = None  # None: a free port
     model_url: str | None = None  # an existing model server (docker compose: http://model:8080); none started
+    model_image: str | None = None  # the local image that server runs: its ID is recorded for the promotion
     # --target aws (cloud/promote.py): the local serving image pushed to ECR, the endpoint's instance type
     local_image: str = DEFAULT_LOCAL_IMAGE
     repository: str = ""  # ECR repository; empty: <stack>-model
@@ -122,7 +124,11 @@ def deploy_to_emulator(
         confidence_threshold=threshold.value,
         model_data_path=model.tarball if has_tarball else None,  # recorded in the manifest, not uploaded
     )
-    outputs = deploy_stack(config, connection.aws.reporting_to(progress), manifest_path=manifest_path(workdir))
+    image_id = inspect_local_image(options.model_image).image_id if options.model_image else None
+    if image_id:
+        progress(f"the model server runs {options.model_image} ({image_id}): recorded with the artifacts")
+    target = connection.aws.reporting_to(progress)
+    outputs = deploy_stack(config, target, manifest_path=manifest_path(workdir), model_image_id=image_id)
     if options.model_url:
         return Deployment(outputs, None, url, None, threshold)
     destination = capture_destination(outputs)

@@ -87,6 +87,13 @@ def deploy(
         str | None,
         typer.Option(help="use this running model server instead of starting one (docker compose: http://model:8080)"),
     ] = None,
+    model_image: Annotated[
+        str | None,
+        typer.Option(
+            help="with --model-url: the local image that server runs (docker compose: scones-model:latest); its ID "
+            "is recorded in WORKDIR/artifacts.json, so the promotion proves it ships that image"
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="--target aws: print the plan and the artifacts' hashes; change nothing")
     ] = False,
@@ -122,6 +129,7 @@ def deploy(
         threshold=threshold,
         model_port=model_port,
         model_url=model_url,
+        model_image=model_image,
         local_image=image,
         repository=repository,
         instance_type=instance_type,
@@ -132,6 +140,8 @@ def deploy(
         return
     if dry_run or lookup:
         raise UsageProblemError("--dry-run is for --target aws; an emulator deploy costs nothing, just run it")
+    if model_image and not model_url:
+        raise UsageProblemError("--model-image names the image the --model-url server runs; give both")
     paths = steps.model_paths(workdir) if model_url else steps.require_model(workdir)
     check_ports_free(model_port=model_port)
     with connect(TargetKind.emulator, state) as connection:
@@ -167,8 +177,11 @@ def deploy(
 
 
 def deploy_aws(workdir: Path, options: DeployOptions, dry_run: bool, lookup: bool) -> None:
-    if options.model_url or options.model_port:
-        raise UsageProblemError("--model-url and --model-port are for emulators; on AWS the endpoint is SageMaker's")
+    if options.model_url or options.model_port or options.model_image:
+        raise UsageProblemError(
+            "--model-url, --model-port and --model-image are for emulators; on AWS the endpoint is SageMaker's "
+            "(--image names the image to push)"
+        )
     if lookup and not dry_run:
         raise UsageProblemError("--lookup goes with --dry-run")
     if dry_run:

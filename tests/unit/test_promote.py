@@ -10,6 +10,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import boto3
 import botocore.endpoint
@@ -58,6 +59,8 @@ from cloud.plan import (
 from cloud.stack import stack_resource_id, stack_status
 from local_model.artifact import pack_model_tar
 from scones.cli import app
+from scones.deployment import DeployOptions, deploy_to_emulator
+from scones.steps import model_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_ID = "sha256:" + hashlib.sha256(b"the scones-model image config").hexdigest()
@@ -360,6 +363,19 @@ def test_a_deployment_records_the_manifest_the_dry_run_checks(docker, model, tmp
     assert (recorded.stack_name, recorded.region) == ("scones-promo", "eu-west-1")
     plan = plan_promotion(config, AwsTarget())
     assert recorded.artifacts == {name: digest for name, digest in plan.digests.items() if name != "model image ID"}
+
+
+def test_an_emulator_deploy_of_the_model_image_records_its_id(docker, model, tmp_path):
+    """docker compose: `scones deploy --model-url http://model:8080 --model-image scones-model:latest`."""
+    options = DeployOptions(stack_name="scones-promo", model_url="http://model:8080", model_image="scones-model:latest")
+    said = []
+    with mock_aws():
+        deploy_to_emulator(SimpleNamespace(aws=moto_target()), options, model_paths(tmp_path), tmp_path, said.append)
+    recorded = manifest.read_manifest(tmp_path / manifest.MANIFEST_NAME)
+    assert recorded.artifacts[manifest.MODEL_IMAGE_ID] == IMAGE_ID
+    assert recorded.artifacts[manifest.MODEL_DATA] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert f"the model server runs scones-model:latest ({IMAGE_ID}): recorded with the artifacts" in said
+    assert docker.argvs()[0][:2] == ["image", "inspect"]
 
 
 def test_the_manifest_is_only_written_after_a_successful_deployment(model, tmp_path):
