@@ -8,6 +8,7 @@ failure paths (bad hyperparameters, a role that is not an ARN, an endpoint that 
 Docker or the wrong Compose), and that no AWS call is made on any of them. For the SDK to get that far,
 a stand-in reads the file where the SDK starts `docker compose` and runs the service here: bind mounts
 become symlinks in a scratch tree, `train` runs local_model.train's entrypoint, `serve` the model server.
+The stand-in and the failure paths it makes reachable are one concern, hence one module of about 500 lines.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Tests of the model server: real HTTP through uvicorn for the main paths and boto3, TestClient for bad input."""
+"""Tests of the model server: real HTTP through uvicorn for the main paths and boto3, TestClient for bad input.
+One module of about 500 lines for one server, whose running-server fixtures every test shares (stress and
+hostile inputs have their own: test_serve_stress.py, test_hostile_inputs.py)."""
 
 from __future__ import annotations
 
