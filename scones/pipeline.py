@@ -55,9 +55,9 @@ def reports_dir(workdir: Path) -> Path:
     return Path(workdir) / "reports"
 
 
-def count_captures(destination: str, expected: int, timeout_s: float = CAPTURE_WAIT_S) -> list:
+def count_captures(destination: str, expected: int, s3, timeout_s: float = CAPTURE_WAIT_S) -> list:
     """The captured records, once at least `expected` are there or at the deadline (writes are batched)."""
-    return wait_for_captures(lambda: list(read_captured_inferences(destination)), expected, timeout_s)
+    return wait_for_captures(lambda: list(read_captured_inferences(destination, client=s3)), expected, timeout_s)
 
 
 def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
@@ -105,9 +105,10 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
             report.threshold_source = env.deployment.threshold.source
             report.extra = {"model_sha256": model.sha256, "train_metrics": model.metrics, "data": described}
 
-            plot_path = capture_report(report, outcomes, env.deployment.capture_destination, workdir)
+            destination, s3 = env.deployment.capture_destination, connection.aws.client("s3")
+            plot_path = capture_report(report, outcomes, destination, s3, workdir)
             say(f"[6/{total}] captures: " + describe_captures(report, plot_path))
-            monitor_page = monitor_report(env.deployment.capture_destination, report.threshold, paths, workdir)
+            monitor_page = monitor_report(destination, s3, report.threshold, paths, workdir)
             report.extra["monitor_report"] = str(monitor_page) if monitor_page else None
             if monitor_page:
                 say(f"      monitoring report {monitor_page} (`scones monitor` draws it again, from the bucket)")
@@ -140,14 +141,14 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
 
 
 def capture_report(
-    report: BatchReport, outcomes: list[ImageOutcome], destination: str | None, workdir: Path
+    report: BatchReport, outcomes: list[ImageOutcome], destination: str | None, s3, workdir: Path
 ) -> Path | None:
     """Wait for the model server's captured records, add their count to `report`, draw the plot."""
     if destination is None:
         return None
     expected = sum(o.scores is not None for o in outcomes)
     try:
-        records = count_captures(destination, expected)
+        records = count_captures(destination, expected, s3)
     except CaptureError as e:
         report.extra["capture_error"] = str(e)
         return None
@@ -160,7 +161,9 @@ def capture_report(
     return plot_captures(summary, report.threshold, reports_dir(workdir) / "captures.png")
 
 
-def monitor_report(destination: str | None, threshold: float, model: steps.ModelPaths, workdir: Path) -> Path | None:
+def monitor_report(
+    destination: str | None, s3, threshold: float, model: steps.ModelPaths, workdir: Path
+) -> Path | None:
     """The `scones monitor` report of what the demo's model server captured, against the model's baseline."""
     from scones.monitor_report import collect, drift_section, write_report
 
@@ -168,7 +171,8 @@ def monitor_report(destination: str | None, threshold: float, model: steps.Model
         return None
     problems = CaptureReadProblems()
     try:
-        data = collect(read_captured_inferences(destination, problems=problems), destination, threshold, problems)
+        records = read_captured_inferences(destination, client=s3, problems=problems)
+        data = collect(records, destination, threshold, problems)
     except CaptureError:
         return None
     data.drift = drift_section(data, model.model_dir, window_size=100)

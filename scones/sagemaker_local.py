@@ -151,7 +151,8 @@ def _compose_advice() -> str:
 
 
 def create_session(settings: LocalModeSettings | None = None):
-    """A LocalSession that makes no AWS calls: dummy credentials, no telemetry, file:// inputs and outputs."""
+    """A LocalSession that makes no AWS calls: dummy credentials, no telemetry, file:// inputs and outputs. The
+    SDK wants a boto3 session of its own, not cloud.aws.AwsTarget's clients: this is its one session."""
     settings = settings or read_settings()
     _import_sdk()
     import boto3

@@ -103,7 +103,7 @@ def read_captures(source: str | None, workdir: Path, target: TargetKind, stack_n
             if source is None:
                 recorded = deployed_outputs(connection, stack_name, state)
                 source = f"s3://{recorded['ImageBucketName']}/{CAPTURE_PREFIX}"
-            records = list(read_captured_inferences(source, problems=problems))
+            records = list(read_captured_inferences(source, client=connection.aws.client("s3"), problems=problems))
     threshold = float(recorded.get("ConfidenceThreshold", DEFAULT_CONFIDENCE_THRESHOLD))
     return ReadCaptures(records, source, threshold, problems, model_server_dropped(state))
 
