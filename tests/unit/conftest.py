@@ -48,6 +48,13 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def promotion_aws(monkeypatch):
+    """The region the promotion tests expect moto in, dummy credentials, and no instance metadata lookups."""
+    use_offline_aws(monkeypatch, "eu-west-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
 def docker(tmp_path, monkeypatch) -> FakeDocker:
     """A fake `docker` first on PATH (the only one: the machine's real CLI would look for a daemon)."""
     bin_dir = tmp_path / "bin"

@@ -7,7 +7,6 @@ import base64
 
 import boto3
 import pytest
-from conftest import use_offline_aws
 from moto import mock_aws
 from moto_tls import moto_sees_tls  # noqa: F401 (an autouse fixture)
 from promotion_helpers import (
@@ -32,11 +31,7 @@ from cloud.image import (
     verify_pushed_image,
 )
 
-
-@pytest.fixture(autouse=True)
-def offline_aws(monkeypatch):
-    use_offline_aws(monkeypatch, "eu-west-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+pytestmark = pytest.mark.usefixtures("promotion_aws")
 
 
 # --- Docker commands ---------------------------------------------------------------------------

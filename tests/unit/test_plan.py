@@ -12,7 +12,6 @@ import boto3
 import pytest
 import yaml
 from cfnlint.decode import decode_str
-from conftest import use_offline_aws
 from moto import mock_aws
 from moto_tls import moto_sees_tls  # noqa: F401 (an autouse fixture)
 from promotion_helpers import (
@@ -47,11 +46,7 @@ from cloud.plan import (
 from scones.deployment import DeployOptions, deploy_to_emulator
 from scones.steps import model_paths
 
-
-@pytest.fixture(autouse=True)
-def offline_aws(monkeypatch):
-    use_offline_aws(monkeypatch, "eu-west-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+pytestmark = pytest.mark.usefixtures("promotion_aws")
 
 
 # --- Dry run -----------------------------------------------------------------------------------

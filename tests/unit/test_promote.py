@@ -7,7 +7,6 @@ import hashlib
 
 import boto3
 import pytest
-from conftest import use_offline_aws
 from moto import mock_aws
 from moto_tls import moto_sees_tls  # noqa: F401 (an autouse fixture)
 from promotion_helpers import (
@@ -33,11 +32,7 @@ from cloud.image import (
 )
 from cloud.stack import stack_resource_id, stack_status
 
-
-@pytest.fixture(autouse=True)
-def offline_aws(monkeypatch):
-    use_offline_aws(monkeypatch, "eu-west-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+pytestmark = pytest.mark.usefixtures("promotion_aws")
 
 
 # --- Promotion and teardown on moto ------------------------------------------------------------
