@@ -175,7 +175,9 @@ def deploy_to_aws(
     progress(f"confidence threshold {threshold.value} ({threshold.source})")
     target = connection.aws.reporting_to(progress)
     result = promote(promotion_config(options, workdir), target, allow_untested=options.allow_untested)
-    return Deployment(result.outputs, None, None, capture_destination(result.outputs), threshold)
+    # moto keeps no outputs after a change set; AWS always has ImageBucketName.
+    destination = capture_destination(result.outputs) if "ImageBucketName" in result.outputs else None
+    return Deployment(result.outputs, None, None, destination, threshold)
 
 
 def remove_stack(

@@ -85,6 +85,8 @@ def moto_target(progress=lambda _: None) -> AwsTarget:
 def run_cli(argv: list[str], capsys=None) -> tuple[int, str, str]:
     """`scones ARGV...`: (exit code, stdout, stderr)."""
     result = CliRunner().invoke(app, argv, prog_name="scones")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a bug, not an error the command line names: show its traceback
     return result.exit_code, result.stdout, result.stderr
 
 

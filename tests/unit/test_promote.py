@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import boto3
+import botocore.client
 import pytest
 from moto import mock_aws
 from moto_tls import moto_sees_tls  # noqa: F401 (an autouse fixture)
@@ -196,3 +197,26 @@ def test_teardown_fails_loudly_when_the_endpoint_outlives_the_stack():
         sagemaker.create_endpoint(EndpointName="left-behind", EndpointConfigName="c")
         with pytest.raises(TeardownIncompleteError, match="aws sagemaker delete-endpoint --endpoint-name"):
             promote.wait_until_endpoint_deleted(target, "left-behind", deadline=0)
+
+
+def test_scones_deploy_to_aws_checks_the_identity_once(docker, registry, model, tmp_path, monkeypatch):
+    """The whole `scones deploy --target aws` on moto: one target, so STS is asked once (it used to be three
+    times: the command, the promotion and the deploy each asked)."""
+    config = config_for(model, tmp_path)
+    record_local_test(config)
+    operations = []
+    make_api_call = botocore.client.BaseClient._make_api_call
+
+    def recording(client, operation, params):
+        operations.append(operation)
+        return make_api_call(client, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recording)
+    with mock_aws():
+        code, out, err = run_cli(
+            ["deploy", "--target", "aws", "--workdir", str(tmp_path), "--stack-name", "scones-promo"]
+        )
+        assert boto3.client("sagemaker").list_endpoints()["Endpoints"]
+    assert code == 0, out + err
+    assert "identical to the artifacts tested locally" in out
+    assert operations.count("GetCallerIdentity") == 1, operations
