@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sys
 import tempfile
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -208,21 +206,3 @@ def emulator_endpoint(environ: Mapping[str, str] | None = None, **ministack_opti
         return
     with Ministack(**ministack_options) as emulator:
         yield emulator.endpoint_url
-
-
-def main() -> int:
-    """Run ministack in the foreground until interrupted: `python -m scones.emulator`."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with Ministack(port=int(os.environ.get("SCONES_EMULATOR_PORT", "0")) or None) as emulator:
-        for name, value in local_aws_environment(emulator.endpoint_url).items():
-            print(f"export {name}={value}")
-        print(f"# ministack log: {emulator.log_path}", flush=True)
-        stopping = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stopping.set())
-        stopping.wait()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
