@@ -140,9 +140,9 @@ class AwsTarget:
         """The monotonic time by which a stack operation started now must be done."""
         return time.monotonic() + self.timeout_s
 
-    def reporting_to(self, progress: Callable[[str], None], timeout_s: float | None = None) -> AwsTarget:
+    def reporting_to(self, progress: Callable[[str], None]) -> AwsTarget:
         """The same target (its clients and identity too), reporting to `progress`."""
-        other = AwsTarget(self.session, self.allow_aws, self.timeout_s if timeout_s is None else timeout_s, progress)
+        other = AwsTarget(self.session, self.allow_aws, self.timeout_s, progress)
         object.__setattr__(other, "_clients", self._clients)
         if "account_id" in self.__dict__:
             other.__dict__["account_id"] = self.__dict__["account_id"]
