@@ -39,6 +39,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROJECT = "scones"
 SERVICES = ("localstack", "model")
 LOCALSTACK_URL = "http://127.0.0.1:4566"  # the compose file publishes both on loopback
+LOCALSTACK_CONTAINER = "localstack-main"  # the compose file's container_name
 MODEL_URL = "http://127.0.0.1:8080"
 LAMBDA_MODEL_URL = "http://model:8080"  # the service name, on the network `scones`
 HEALTHY_TIMEOUT_S = 300
@@ -128,10 +129,12 @@ def compose_up(docker: Docker, model_dir: Path) -> Iterator[float]:
         compose(env, "down", "--volumes", "--remove-orphans", check=False)
 
 
-def command_env() -> dict[str, str]:
-    """As tests/localstack/run.py gives its command (endpoint, dummy credentials, region), plus the model server."""
+def command_env(docker: Docker) -> dict[str, str]:
+    """As tests/localstack/run.py gives its command (endpoint, dummy credentials, region), plus the model server
+    and where the emulator's log is: the LocalStack container's, on this engine (tests/integration/conftest.py)."""
     env = docker_images.localstack_support().command_env(LOCALSTACK_URL)
     env.update(SCONES_IT_MODEL_URL=MODEL_URL, SCONES_IT_LAMBDA_MODEL_URL=LAMBDA_MODEL_URL)
+    env["SCONES_IT_EMULATOR_CONTAINER"] = f"{docker.host} {LOCALSTACK_CONTAINER}"
     return env
 
 
@@ -145,7 +148,7 @@ def run(command: list[str]) -> int:
         model_dir = train_in_container(docker, train_dir, Path(scratch) / "opt_ml")
         with compose_up(docker, model_dir) as took:
             log(f"docker-compose up: localstack and model healthy in {took:.0f} s; running {' '.join(command)}")
-            return subprocess.run(command, env=command_env(), cwd=ROOT).returncode
+            return subprocess.run(command, env=command_env(docker), cwd=ROOT).returncode
 
 
 def main(argv: list[str] | None = None) -> int:

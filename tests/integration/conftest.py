@@ -36,6 +36,8 @@ DATA_DIR_VAR = "SCONES_DATA_DIR"
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar100-bikes"
 MODEL_URL_VAR = "SCONES_IT_MODEL_URL"
 LAMBDA_MODEL_URL_VAR = "SCONES_IT_LAMBDA_MODEL_URL"
+# "<docker host> <container>": the emulator runs in that container (tests/docker/run.py), its log is the container's.
+EMULATOR_CONTAINER_VAR = "SCONES_IT_EMULATOR_CONTAINER"
 # The project's default name: the compose model container serves it (SCONES_ENDPOINT_NAME unset), and the
 # model server answers no other name on the SageMaker Runtime path.
 ENDPOINT_NAME = DEFAULT_ENDPOINT_NAME

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from cloud.aws import AwsTarget
 from cloud.deploy import deploy_stack
 from cloud.workflow import run_image
 
-from .conftest import MODEL_URL_VAR
+from .conftest import EMULATOR_CONTAINER_VAR, MODEL_URL_VAR
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,18 @@ def emulator_log_files() -> list[Path]:
         "scones-localstack-*/tmp/lambda-subprocess/*.log",
     )
     return [path for pattern in patterns for path in root.glob(pattern) if path.is_file()]
+
+
+def emulator_container_log() -> str | None:
+    """The log of the emulator's container, when the suite runs against docker compose; None otherwise."""
+    where = os.environ.get(EMULATOR_CONTAINER_VAR)
+    if not where:
+        return None
+    host, container = where.split(" ", 1)
+    result = subprocess.run(
+        ["docker", "--host", host, "logs", container], capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout + result.stderr
 
 
 def lambda_log_text(stack_name: str) -> str:
@@ -75,11 +88,17 @@ def test_a_full_run_logs_no_credential(stack, deploy_config, test_images, tmp_pa
     emulator_logs = emulator_log_files()
     for path in server_logs + emulator_logs:
         sources[str(path)] = path.read_text(errors="replace")
+    container_log = emulator_container_log()
+    if container_log is not None:
+        sources["the emulator's container log"] = container_log
 
     # The searches read the run's real logs: its own traces are in them.
     assert "up to date" in sources["deploy progress"]
     assert results[0].output["s3_key"] in sources["Lambda logs"], "the emulator kept no Lambda logs of the run"
     assert server_logs or os.environ.get(MODEL_URL_VAR), "no model server log found"
-    assert emulator_logs, f"no emulator log under {tempfile.gettempdir()}"
+    if container_log is None:
+        assert emulator_logs, f"no emulator log under {tempfile.gettempdir()}"
+    else:  # docker compose: LocalStack logs each request it answers
+        assert "cloudformation.CreateChangeSet" in container_log, container_log[-2000:]
     leaks = [name for name, text in sources.items() if secret in text or token in text]
     assert leaks == [], f"the secret or the session token appears in: {leaks}"
