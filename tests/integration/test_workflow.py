@@ -181,3 +181,12 @@ def test_scones_classify_json_of_a_rejected_image_carries_its_scores(stack, depl
     printed = json.loads(ran.stdout)
     assert (printed["status"], printed["error"], printed["label"]) == ("FAILED", "LowConfidenceError", None)
     assert printed["inferences"] == pytest.approx(chosen.scores, abs=1e-6)
+
+
+def test_scones_outputs_prints_the_deployed_stacks_outputs(stack, deploy_config, tmp_path):
+    common = ["--stack-name", deploy_config.stack_name, "--workdir", str(tmp_path)]
+    ran = CliRunner().invoke(cli.app, ["outputs", *common, "--json"], prog_name="scones")
+    assert ran.exit_code == 0, (ran.stdout, ran.stderr)
+    assert json.loads(ran.stdout) == stack
+    text = CliRunner().invoke(cli.app, ["outputs", *common], prog_name="scones").stdout
+    assert "StateMachineArn" in text and stack["StateMachineArn"] in text

@@ -18,6 +18,7 @@ import pytest
 from image_samples import make_model_dir
 from typer.testing import CliRunner
 
+from cloud.artifacts import build_artifacts
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.capture import build_capture_record, capture_file_name
 from local_model.classifier import load_model_dir, pack_model_tar
@@ -432,3 +433,12 @@ def test_a_broken_state_file_is_a_named_error_not_nothing_running(workdir, conte
     assert result.exit_code == EXIT_ENVIRONMENT
     assert "state file" in error_line(result) and "delete" in error_line(result)
     assert (workdir / "state.json").read_text() == content  # nothing lost: the file is left for the user
+
+
+def test_artifacts_lists_what_a_deploy_uploads_with_the_trained_model(trained_workdir):
+    listed = json.loads(run("artifacts", "--workdir", trained_workdir, "--json").stdout)
+    built = build_artifacts(steps.model_paths(trained_workdir).tarball)
+    assert listed == {p: {"key": a.key, "sha256": a.sha256, "bytes": len(a.data)} for p, a in built.items()}
+    assert "ModelDataKey" in listed
+    text = run("artifacts", "--workdir", trained_workdir).stdout
+    assert all(a.key in text and a.sha256[:16] in text for a in built.values())
