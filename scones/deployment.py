@@ -144,8 +144,7 @@ def deploy_to_emulator(
     return Deployment(outputs, server, url, destination, threshold)
 
 
-def promotion_config(options: DeployOptions, workdir: Path) -> PromotionConfig:
-    threshold = resolve_threshold(options.threshold, model_paths(workdir).model_dir)
+def promotion_config(options: DeployOptions, workdir: Path, threshold: ChosenThreshold) -> PromotionConfig:
     return PromotionConfig(
         stack_name=options.stack_name,
         model_data_path=model_paths(workdir).tarball,
@@ -162,7 +161,8 @@ def plan_aws(options: DeployOptions, workdir: Path, lookup: bool = False) -> tup
     """The dry run of a promotion: (what would be created and the artifacts' hashes, whether they are
     the ones deployed to the emulator). No AWS call unless `lookup` (read-only ones then)."""
     target = AwsTarget.from_environment(allow_aws=True)
-    plan = plan_promotion(promotion_config(options, workdir), target, lookup=lookup)
+    threshold = resolve_threshold(options.threshold, model_paths(workdir).model_dir)
+    plan = plan_promotion(promotion_config(options, workdir, threshold), target, lookup=lookup)
     return format_plan(plan), plan.proven
 
 
@@ -174,7 +174,8 @@ def deploy_to_aws(
     threshold = resolve_threshold(options.threshold, model_paths(workdir).model_dir)
     progress(f"confidence threshold {threshold.value} ({threshold.source})")
     target = connection.aws.reporting_to(progress)
-    result = promote(promotion_config(options, workdir), target, allow_untested=options.allow_untested)
+    config = promotion_config(options, workdir, threshold)
+    result = promote(config, target, allow_untested=options.allow_untested)
     # moto keeps no outputs after a change set; AWS always has ImageBucketName.
     destination = capture_destination(result.outputs) if "ImageBucketName" in result.outputs else None
     return Deployment(result.outputs, None, None, destination, threshold)
