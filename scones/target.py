@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud.aws import AwsTarget, is_real_aws_url
 from cloud.defaults import DEFAULT_STACK_NAME
-from cloud.errors import AwsCredentialsMissingError, RealAwsRefusedError
+from cloud.errors import AwsCredentialsMissingError, AwsRegionMissingError, RealAwsRefusedError
 from cloud.promote import PROMOTION_TIMEOUT_S
 from cloud.stack import stack_outputs, stack_status
 from scones.emulator import Ministack, aws_environment_for, is_reachable
@@ -125,10 +125,10 @@ def aws_target() -> AwsTarget:
     """A target on real AWS whose credentials work: checked with STS (which needs no permission), once, here;
     whatever the command does next reuses the answer."""
     target = AwsTarget.from_environment(allow_aws=True, timeout_s=PROMOTION_TIMEOUT_S)
-    if not target.session.region_name:
-        raise AwsCredentialsError("--target aws needs a region: set AWS_DEFAULT_REGION (or a profile's region)")
     try:
         target.check_identity()
+    except AwsRegionMissingError as e:  # AwsTarget.region's check, said the way --target aws needs it
+        raise AwsCredentialsError("--target aws needs a region: set AWS_DEFAULT_REGION (or a profile's region)") from e
     except AwsCredentialsMissingError as e:
         raise AwsCredentialsError(f"--target aws: {e}") from e
     except (ClientError, BotoCoreError) as e:
