@@ -82,7 +82,7 @@ def moto_target(progress=lambda _: None) -> AwsTarget:
     return AwsTarget(allow_aws=True, timeout_s=60, progress=progress)
 
 
-def run_cli(argv: list[str], capsys=None) -> tuple[int, str, str]:
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
     """`scones ARGV...`: (exit code, stdout, stderr)."""
     result = CliRunner().invoke(app, argv, prog_name="scones")
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -53,11 +53,11 @@ pytestmark = pytest.mark.usefixtures("promotion_aws")
 
 
 def test_dry_run_with_the_tested_artifacts_says_identical_and_lists_what_would_be_created(
-    docker, model, tmp_path, capsys, no_network
+    docker, model, tmp_path, no_network
 ):
     config = config_for(model, tmp_path)
     record_local_test(config, IMAGE_ID)
-    code, out, _ = run_cli(dry_run_args(config, "--instance-type", "ml.c5.xlarge"), capsys)
+    code, out, _ = run_cli(dry_run_args(config, "--instance-type", "ml.c5.xlarge"))
     assert code == 0, out
     assert "identical to the artifacts tested locally on http://127.0.0.1:4566 (stack scones-promo" in out
     for expected in (
@@ -81,21 +81,21 @@ def test_dry_run_with_the_tested_artifacts_says_identical_and_lists_what_would_b
     assert docker.argvs() == [inspect]
 
 
-def test_dry_run_names_a_changed_model_and_fails(docker, model, tmp_path, capsys):
+def test_dry_run_names_a_changed_model_and_fails(docker, model, tmp_path):
     config = config_for(model, tmp_path)
     record_local_test(config)
     tested = hashlib.sha256(model.read_bytes()).hexdigest()
     model.write_bytes(b"model bytes, retrained after the test")
-    code, out, _ = run_cli(dry_run_args(config), capsys)
+    code, out, _ = run_cli(dry_run_args(config))
     assert code == 1
     now = hashlib.sha256(model.read_bytes()).hexdigest()
     assert f"NOT the artifacts tested locally on {EMULATOR}" in out
     assert f"  - model.tar.gz differs: tested {tested}, now {now}" in out
     assert "classify_image.zip differs" not in out
-    assert run_cli([*dry_run_args(config), "--allow-untested"], capsys)[0] == 0  # told otherwise
+    assert run_cli([*dry_run_args(config), "--allow-untested"])[0] == 0  # told otherwise
 
 
-def test_dry_run_names_a_changed_lambda_zip_and_fails(docker, model, tmp_path, capsys, monkeypatch):
+def test_dry_run_names_a_changed_lambda_zip_and_fails(docker, model, tmp_path, monkeypatch):
     config = config_for(model, tmp_path)
     record_local_test(config)
     edited = tmp_path / "lambdas"
@@ -104,14 +104,14 @@ def test_dry_run_names_a_changed_lambda_zip_and_fails(docker, model, tmp_path, c
     source.write_text(source.read_text() + "\n# edited after the local test\n")
     build = build_lambda_zip
     monkeypatch.setattr(artifacts, "build_lambda_zip", lambda handler, lambdas_dir=edited: build(handler, lambdas_dir))
-    code, out, _ = run_cli(dry_run_args(config), capsys)
+    code, out, _ = run_cli(dry_run_args(config))
     assert code == 1
     (difference,) = [line for line in out.splitlines() if line.startswith("  - ")]
     assert difference.startswith("  - classify_image.zip differs: tested ")
 
 
 def test_dry_run_works_with_no_credentials_no_docker_and_no_network(
-    no_docker, model, tmp_path, capsys, monkeypatch, no_network
+    no_docker, model, tmp_path, monkeypatch, no_network
 ):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
@@ -120,43 +120,43 @@ def test_dry_run_works_with_no_credentials_no_docker_and_no_network(
     assert boto3.Session().get_credentials() is None
     config = config_for(model, tmp_path)
     record_local_test(config)  # the embedded journey: no image was part of the test
-    code, out, _ = run_cli(dry_run_args(config), capsys)
+    code, out, _ = run_cli(dry_run_args(config))
     assert code == 0, out
     assert "model image ID                 cannot be determined here" in out
     assert "(the docker CLI is not on PATH" in out
     assert "identical to the artifacts tested locally" in out
     # --lookup without credentials still prints the plan; it says why it looked nothing up.
-    code, out, _ = run_cli([*dry_run_args(config), "--lookup"], capsys)
+    code, out, _ = run_cli([*dry_run_args(config), "--lookup"])
     assert code == 0
     assert "lookup           skipped: no AWS credentials: run `aws configure`" in out
 
 
-def test_dry_run_checks_the_image_id_when_the_local_test_recorded_one(docker, model, tmp_path, capsys, monkeypatch):
+def test_dry_run_checks_the_image_id_when_the_local_test_recorded_one(docker, model, tmp_path, monkeypatch):
     config = config_for(model, tmp_path)
     record_local_test(config, IMAGE_ID)  # the docker compose journey served the model from the image
     monkeypatch.setenv("FAKE_DOCKER_IMAGE_ID", "sha256:" + "e" * 64)  # rebuilt since
-    code, out, _ = run_cli(dry_run_args(config), capsys)
+    code, out, _ = run_cli(dry_run_args(config))
     assert code == 1
     assert f"  - model image ID differs: tested {IMAGE_ID}, now sha256:{'e' * 64}" in out
     # Without a daemon the recorded ID cannot be checked here; the promotion itself checks it.
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "daemon")
-    code, out, _ = run_cli(dry_run_args(config), capsys)
+    code, out, _ = run_cli(dry_run_args(config))
     assert code == 0
     assert "cannot be checked here" in out and "(no Docker daemon (Cannot connect" in out
 
 
-def test_dry_run_without_a_record_of_a_local_test_fails_with_the_fix(no_docker, model, tmp_path, capsys):
+def test_dry_run_without_a_record_of_a_local_test_fails_with_the_fix(no_docker, model, tmp_path):
     config = config_for(model, tmp_path)
-    code, out, _ = run_cli(dry_run_args(config), capsys)
+    code, out, _ = run_cli(dry_run_args(config))
     assert code == 1
     assert f"NOT proven to be the tested artifacts: no record of a local test at {config.manifest_path}" in out
     assert "deploy to the emulator first (`scones up`" in out.splitlines()[-1]
 
 
-def test_a_record_of_a_deployment_to_aws_is_no_local_test(no_docker, model, tmp_path, capsys):
+def test_a_record_of_a_deployment_to_aws_is_no_local_test(no_docker, model, tmp_path):
     config = config_for(model, tmp_path)
     record_local_test(config, target="https://cloudformation.eu-west-1.amazonaws.com")
-    code, out, _ = run_cli(dry_run_args(config), capsys)
+    code, out, _ = run_cli(dry_run_args(config))
     assert code == 1
     assert "records a deployment to AWS" in out
 
@@ -173,12 +173,12 @@ def test_an_artifact_the_local_test_did_not_record_is_not_proven(no_docker, mode
     ]
 
 
-def test_dry_run_lookup_reads_the_account_and_what_exists(docker, model, tmp_path, capsys):
+def test_dry_run_lookup_reads_the_account_and_what_exists(docker, model, tmp_path):
     config = config_for(model, tmp_path)
     record_local_test(config)
     with mock_aws():
         account = boto3.client("sts").get_caller_identity()["Account"]
-        code, out, _ = run_cli([*dry_run_args(config), "--lookup"], capsys)
+        code, out, _ = run_cli([*dry_run_args(config), "--lookup"])
         assert boto3.client("s3").list_buckets()["Buckets"] == []  # read-only
         assert boto3.client("ecr").describe_repositories()["repositories"] == []
     assert code == 0
