@@ -1,5 +1,6 @@
 # Sourced by bin/demo and bin/test: create .venv on first use and (re)install the project
-# whenever pyproject.toml changes. Python 3.11 is required (torch wheels on disk are cp311).
+# whenever pyproject.toml changes. Python 3.11 is all it needs (torch wheels on disk are cp311): no root,
+# no system package, no Node. What only the tests need is installed by bin/_test_tools.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -18,23 +19,5 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
-# The browser the report tests render pages with (tests/conftest.py): Debian's chromium, installed as root
-# on first use when missing (Playwright's own browser download is not reachable here).
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing chromium with apt-get (first run on this machine)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
-    (DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)
-fi
-# The lint stage's Node tools (package.json: asl-validator), installed from the lockfile whenever it changes.
-node_stamp="$ROOT/node_modules/.installed-$(sha256sum "$ROOT/package-lock.json" | cut -c1-16)"
-if [ ! -f "$node_stamp" ]; then
-  if ! command -v npm >/dev/null; then
-    echo "error: npm not found; install Node.js (apt-get install nodejs npm): the lint stage needs asl-validator" >&2
-    exit 2
-  fi
-  echo "installing the Node tools of package-lock.json into $ROOT/node_modules" >&2
-  (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
-  touch "$node_stamp"
-fi
-export PATH="$VENV/bin:$ROOT/node_modules/.bin:$PATH"
+export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -1,8 +1,8 @@
-"""The handlers' loggers: one JSON object per line (timestamp, level, logger, message, function, and the
-correlation id of the execution being served), so CloudWatch Logs Insights can filter one execution's lines
-across the three functions. On AWS the Lambda runtime gives the root logger a handler that writes to the
-function's log stream; a plain interpreter (an emulator that runs handlers as local processes, a test) has
-none, so the logger gets its own stderr handler, as the runtime would write.
+"""The handlers' loggers: one JSON object per line (timestamp, level, logger, message, function, the Python
+running it, and the correlation id of the execution being served), so CloudWatch Logs Insights can filter one
+execution's lines across the three functions. On AWS the Lambda runtime gives the root logger a handler that
+writes to the function's log stream; a plain interpreter (an emulator that runs handlers as local processes, a
+test) has none, so the logger gets its own stderr handler, as the runtime would write.
 
 The correlation id is the event's `id`: the S3 upload's event id on the trigger path (cloud/template.yaml
 puts it in the execution's input), the execution's name when cloud/workflow.py starts it, the batch's
@@ -13,10 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+# The interpreter running the handler, as the template's Runtime names it ("python3.11"): tells, in every
+# line, whether an emulator ran the function on the Python the template declares.
+RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,6 +31,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "function": os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
+            "runtime": RUNTIME,
             "correlation_id": correlation_id.get(),
         }
         if record.exc_info:

@@ -21,9 +21,9 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from local_model.artifact import CLASSES, IMAGE_SIZE
+from local_model.progress import progress_bar
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"  # published by the dataset's authors
@@ -116,7 +116,7 @@ def download(url: str, dest: Path, md5: str | None = CIFAR100_MD5, timeout_s: fl
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
                     out.write(chunk)
                     bar.update(len(chunk))

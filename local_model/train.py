@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from local_model.augment import AutoAugment
 from local_model.baseline import BASELINE_FILE, build_baseline, save_baseline
 from local_model.classifier import Classifier, ModelMeta, build_network, probabilities, save_model_dir
 from local_model.data import ImageSet, holdout_split, load_image_folder
+from local_model.progress import progress_bar
 from local_model.threshold import choose_threshold, fit_temperature, negative_log_likelihood, no_validation_threshold
 
 
@@ -128,7 +128,7 @@ def train_network(train_set: ImageSet, hp: Hyperparameters, seed: int, desc: str
     )
     auto = AutoAugment() if hp.autoaugment else None
     net.train()
-    with tqdm(range(hp.epochs), desc=desc, unit="epoch", file=sys.stderr) as bar:
+    with progress_bar(range(hp.epochs), desc=desc, unit="epoch") as bar:
         for _ in bar:
             batch_images = augment(images, hp, auto)
             order = torch.randperm(len(labels))

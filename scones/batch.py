@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
-from tqdm import tqdm
 
 from cloud.aws import AwsTarget
 from cloud.polling import PollTimeoutError, poll
@@ -36,6 +35,7 @@ from cloud.workflow import (
 )
 from lambdas.classify_image import invoke_endpoint
 from lambdas.contract import CLASSES, WorkflowError
+from local_model.progress import progress_bar
 
 DEFAULT_CONCURRENCY = 4  # executions in flight at once: enough to exercise concurrency on two cores
 EXECUTION_TIMEOUT_S = 120.0  # per execution: cold starts on busy cores take seconds, a warm run about one
@@ -78,7 +78,7 @@ class ImageOutcome:
 def progress_map(function: Callable[[T], R], items: list[T], concurrency: int, desc: str, unit: str) -> list[R]:
     """`function` over `items` with `concurrency` threads and a progress bar; results in input order."""
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
-    with tqdm(total=len(items), desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(items), desc=desc, unit=unit) as bar:
         try:
             futures = [pool.submit(function, item) for item in items]
             for future in futures:

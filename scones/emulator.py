@@ -87,8 +87,10 @@ def is_ministack(endpoint_url: str, timeout_s: float = 5.0) -> bool:
 class Ministack(ChildProcess):
     """ministack in a child process: `with Ministack() as emulator: emulator.endpoint_url`.
 
-    It runs with this interpreter, so the Lambda handlers it starts (as local processes, with the
-    same interpreter) import this environment's boto3, the one matching ministack's pinned botocore.
+    It runs with this interpreter, and so do the Lambda handlers it starts as local processes: ministack runs
+    them with the first `python3` on its PATH, which child_environment() makes this interpreter's (the Python
+    the template's Runtime declares; tests/integration/test_metrics.py asks each function), with this
+    environment's boto3, the one matching ministack's pinned botocore.
     It leads a process group of its own: its Lambda workers join it and are stopped with it.
     """
 
@@ -136,6 +138,8 @@ class Ministack(ChildProcess):
     def child_environment(self) -> dict[str, str]:
         """ministack's environment, built from scratch: its Lambda handlers inherit all of it."""
         env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "LC_ALL") if name in os.environ}
+        # This interpreter's folder first: a virtual environment's bin/ (ours: .venv) holds its python3.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *filter(None, [env.get("PATH")])])
         env.update(LOCAL_CREDENTIALS)
         env.update(
             {

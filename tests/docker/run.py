@@ -1,23 +1,25 @@
 """Run a command against the project's docker-compose.yml brought up for real: `python tests/docker/run.py -- CMD...`.
 
-1. A Docker engine (docker_engine.py: DOCKER_HOST's, else a dockerd of our own on a temporary socket).
-2. The images (docker_images.py): `scones-model` from local_model/Dockerfile and the LocalStack stand-in,
-   both built offline, reused while their inputs are unchanged.
-3. The integration suite's quick model, trained by the image itself (`docker run scones-model train`).
-4. `docker-compose up -d` of docker-compose.yml with LOCALSTACK_IMAGE set to the stand-in and the model
-   folder as SCONES_MODEL_HOST_DIR; waits until both services report healthy.
-5. CMD with AWS_ENDPOINT_URL=http://127.0.0.1:4566, dummy credentials, SCONES_IT_MODEL_URL (the model
+The README's compose journey, step by step:
+1. A Docker engine (docker_engine.py: DOCKER_HOST's, else a dockerd of our own on a temporary socket) and
+   Docker Compose v2 as its CLI plugin.
+2. The model trained on the host by `scones train` (the integration suite's quick recipe), which writes
+   WORKDIR/model/model.tar.gz and nothing else into the folder the model service mounts.
+3. `docker compose up -d --build --wait` of docker-compose.yml: Compose builds `scones-model` itself, with the
+   offline build's base image and wheel folder passed as the file's build arguments
+   (SCONES_MODEL_BASE_IMAGE, SCONES_MODEL_PIP_SOURCE), LOCALSTACK_IMAGE set to the LocalStack stand-in
+   (docker_images.py), and waits until both services are healthy.
+4. CMD with AWS_ENDPOINT_URL=http://127.0.0.1:4566, dummy credentials, SCONES_IT_MODEL_URL (the model
    server as the tests reach it) and SCONES_IT_LAMBDA_MODEL_URL (as the Lambdas reach it: http://model:8080).
-6. `docker-compose down`, the engine stopped; exits with CMD's exit code.
+5. `docker compose down`, the engine stopped; exits with CMD's exit code.
 
 Where no engine can be had it prints why and exits 0 (skipped), or 1 when Docker is required: under CI=true
-or SCONES_REQUIRE_DOCKER=1. Compose v1 (`docker-compose` 1.29, Debian's) is what can be installed here.
+or SCONES_REQUIRE_DOCKER=1.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -52,36 +54,30 @@ def docker_required() -> bool:
     return value.strip().lower() in ("1", "true", "yes")
 
 
-def quick_hyperparameters() -> dict[str, str]:
-    """The integration suite's own quick recipe (it picks its test images for that model), as SageMaker
-    writes hyperparameters.json."""
-    from scones.sagemaker_local import sagemaker_hyperparameters
-
+def train_on_the_host(train_dir: Path, workdir: Path) -> Path:
+    """`scones train` with the integration suite's quick recipe (it picks its test images for whatever model
+    serves); returns the folder holding model.tar.gz, as the README's journey leaves it."""
     conftest = docker_images.load_module(ROOT / "tests" / "integration" / "conftest.py", "integration_conftest")
-    return sagemaker_hyperparameters(conftest.QUICK_HYPERPARAMETERS)
-
-
-def train_in_container(docker: Docker, train_dir: Path, opt_ml: Path) -> Path:
-    """`docker run scones-model train` on the SageMaker paths; returns the model folder it wrote."""
-    (opt_ml / "input" / "config").mkdir(parents=True)
-    (opt_ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(quick_hyperparameters()))
-    (opt_ml / "model").mkdir()
+    overrides = [f"--set={key}={value}" for key, value in conftest.QUICK_HYPERPARAMETERS.items()]
+    command = ["scones", "train", "--data-dir", str(train_dir), "--workdir", str(workdir), *overrides]
     started = time.monotonic()
-    log(f"training the quick model in a container on {train_dir}")
-    result = docker_images.run_training(docker, opt_ml, train_dir)
+    log(f"training the quick model on the host: {' '.join(command)}")
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
-        failure = opt_ml / "output" / "failure"
-        reason = failure.read_text() if failure.exists() else result.stderr[-2000:]
-        raise ImageBuildError(f"training in the container failed: {reason}")
-    log(f"trained in {time.monotonic() - started:.0f} s")
-    return opt_ml / "model"
+        raise ImageBuildError(f"scones train failed: {(result.stdout + result.stderr)[-3000:]}")
+    model_dir = workdir / "model"
+    contents = sorted(path.name for path in model_dir.iterdir())
+    log(f"trained in {time.monotonic() - started:.0f} s; {model_dir} holds {contents}")
+    return model_dir
 
 
-def compose_env(docker: Docker, model_dir: Path) -> dict[str, str]:
+def compose_env(docker: Docker, model_dir: Path, build: docker_images.OfflineBuild) -> dict[str, str]:
     env = {
         **docker.env,
         "LOCALSTACK_IMAGE": docker_images.LOCALSTACK_IMAGE,
         "SCONES_MODEL_HOST_DIR": str(model_dir),
+        "SCONES_MODEL_BASE_IMAGE": build.base_image,
+        "SCONES_MODEL_PIP_SOURCE": build.pip_source,
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     }
     if docker.host.startswith("unix://"):
@@ -89,44 +85,46 @@ def compose_env(docker: Docker, model_dir: Path) -> dict[str, str]:
     return env
 
 
-def compose(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = ["docker-compose", "--project-name", PROJECT, "--file", str(COMPOSE_FILE), *args]
+def compose(env: dict[str, str], *args: str, check: bool = True, show: bool = False) -> subprocess.CompletedProcess:
+    """`docker compose ARGS` in the repository root, as a user runs it there (the file names the project)."""
+    command = ["docker", "compose", *args]
+    if show:
+        log(f"$ {' '.join(command)}")
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise ImageBuildError(f"docker-compose {' '.join(args)} failed: {(result.stdout + result.stderr)[-3000:]}")
+        raise ImageBuildError(f"docker compose {' '.join(args)} failed: {(result.stdout + result.stderr)[-3000:]}")
     return result
 
 
-def wait_healthy(docker: Docker, env: dict[str, str]) -> None:
-    deadline = time.monotonic() + HEALTHY_TIMEOUT_S
-    while True:
-        status = {}
-        for service in SERVICES:
-            ids = compose(env, "ps", "-q", service).stdout.split()
-            inspect = docker.run("inspect", "--format", "{{.State.Status}} {{.State.Health.Status}}", *ids, check=False)
-            status[service] = inspect.stdout.strip() or "missing"
-        if all(value == "running healthy" for value in status.values()):
-            return
-        if any(value.split()[0] in ("exited", "dead", "missing") for value in status.values()):
-            break
-        if time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    logs = compose(env, "logs", "--no-color", "--tail", "40", check=False)
-    raise ImageBuildError(f"services not healthy: {status}\n{(logs.stdout + logs.stderr)[-4000:]}")
+def service_states(docker: Docker, env: dict[str, str]) -> dict[str, str]:
+    """Each service's "<status> <health>" as Docker reports it (e.g. "running healthy")."""
+    states = {}
+    for service in SERVICES:
+        ids = compose(env, "ps", "-q", service).stdout.split()
+        inspect = docker.run("inspect", "--format", "{{.State.Status}} {{.State.Health.Status}}", *ids, check=False)
+        states[service] = inspect.stdout.strip() or "missing"
+    return states
 
 
 @contextlib.contextmanager
-def compose_up(docker: Docker, model_dir: Path) -> Iterator[float]:
-    """The compose file's services up and healthy (yields the seconds it took); down afterwards."""
-    env = compose_env(docker, model_dir)
+def compose_up(docker: Docker, model_dir: Path, build: docker_images.OfflineBuild) -> Iterator[float]:
+    """The README's `docker compose up -d --build --wait` (yields the seconds it took); down afterwards."""
+    env = compose_env(docker, model_dir, build)
     started = time.monotonic()
     try:
-        compose(env, "up", "--detach", "--no-build")
-        wait_healthy(docker, env)
+        up = compose(env, "up", "--detach", "--build", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S), show=True,
+                     check=False)  # fmt: skip
+        states = service_states(docker, env)
+        if up.returncode != 0 or any(state != "running healthy" for state in states.values()):
+            logs = compose(env, "logs", "--no-color", "--tail", "40", check=False)
+            raise ImageBuildError(
+                f"docker compose up --wait failed ({states}): {(up.stdout + up.stderr)[-2000:]}\n"
+                f"{(logs.stdout + logs.stderr)[-4000:]}"
+            )
+        log(f"services: {states}")
         yield time.monotonic() - started
     finally:
-        compose(env, "down", "--volumes", "--remove-orphans", check=False)
+        compose(env, "down", "--volumes", "--remove-orphans", check=False, show=True)
 
 
 def command_env(docker: Docker) -> dict[str, str]:
@@ -143,11 +141,11 @@ def run(command: list[str]) -> int:
     train_dir = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
     with docker_engine.docker_engine() as host, tempfile.TemporaryDirectory(prefix="scones-compose-") as scratch:
         docker = Docker(host)
-        docker_images.model_image(docker)
+        build = docker_images.offline_build(docker)
         docker_images.localstack_image(docker)
-        model_dir = train_in_container(docker, train_dir, Path(scratch) / "opt_ml")
-        with compose_up(docker, model_dir) as took:
-            log(f"docker-compose up: localstack and model healthy in {took:.0f} s; running {' '.join(command)}")
+        model_dir = train_on_the_host(train_dir, Path(scratch) / "workdir")
+        with compose_up(docker, model_dir, build) as took:
+            log(f"docker compose up: localstack and model healthy in {took:.0f} s; running {' '.join(command)}")
             return subprocess.run(command, env=command_env(docker), cwd=ROOT).returncode
 
 

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -44,6 +46,25 @@ def train_in_container(docker, image: str, root: Path, train_dir: Path) -> subpr
 def trained(docker, model_image, small_train_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     root = opt_ml(tmp_path_factory.mktemp("opt_ml"), TINY)
     return root, train_in_container(docker, model_image, root, small_train_dir)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_image_runs_the_python_the_project_declares(docker, model_image):
+    # pyproject.toml's requires-python (">=3.11,<3.12") and the Dockerfile's default base (python:3.11-slim)
+    # say 3.11; the offline base is Debian 12, whose 3.11.2 predates tarfile's extraction filters (3.11.4).
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    declared = re.fullmatch(r">=(\d+)\.(\d+),<\d+\.\d+", requires).groups()
+    dockerfile = (ROOT / "local_model" / "Dockerfile").read_text()
+    assert re.search(rf"^ARG BASE_IMAGE=python:{declared[0]}\.{declared[1]}-slim$", dockerfile, re.MULTILINE)
+    script = "import sys, tarfile; print(*sys.version_info[:3], hasattr(tarfile, 'data_filter'))"
+    probe = docker_run(docker, "run", "--rm", "--entrypoint", "python3", model_image, "-c", script)
+    assert probe.returncode == 0, probe.stderr
+    major, minor, micro, filters = probe.stdout.split()
+    assert (major, minor) == declared
+    # Either way the model loads (test_train_writes_a_model_that_the_host_loads, the serve tests): say which.
+    print(f"the image runs Python {major}.{minor}.{micro}, extraction filters: {filters}")
 
 
 def test_train_writes_a_model_that_the_host_loads(trained, small_train_dir, tmp_path):

@@ -2,18 +2,23 @@
 turns embedded-metric-format lines into CloudWatch metrics (cloud/EMULATORS.md), so the strongest check
 both allow is that the EMF documents arrive in the functions' log groups, valid, carrying the execution's
 correlation id, beside JSON log lines with the same id; and that the alarms exist as the template says.
-The dashboard is created by ministack's CloudFormation; LocalStack's leaves it as a placeholder."""
+The dashboard is created by ministack's CloudFormation; LocalStack's leaves it as a placeholder. Every log line
+names the Python that ran the handler, so the same logs show that each function runs on the Python its
+template Runtime declares."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import boto3
 import pytest
 from emf_spec import check_emf
 
+from cloud.artifacts import TEMPLATE_PATH
 from cloud.aws import AwsTarget
+from cloud.template import read_template
 from cloud.workflow import run_image
 from scones.emulator import is_ministack
 
@@ -113,3 +118,43 @@ def test_the_dashboard_exists_where_the_emulator_creates_it(stack, aws_endpoint)
     body = json.loads(boto3.client("cloudwatch").get_dashboard(DashboardName=stack["DashboardName"])["DashboardBody"])
     named = {row[1] for widget in body["widgets"] for row in widget["properties"]["metrics"]}
     assert {"Inferences", "Confidence", "LowConfidence", "ExecutionsFailed"} <= named
+
+
+def declared_runtimes() -> dict[str, str]:
+    """The template's Runtime of each function, by the suffix of its FunctionName (e.g. "classify-image")."""
+    resources = read_template(TEMPLATE_PATH)["Resources"]
+    return {
+        resource["Properties"]["FunctionName"]["Fn::Sub"].removeprefix("${AWS::StackName}-"): resource["Properties"][
+            "Runtime"
+        ]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Lambda::Function"
+    }
+
+
+def test_every_function_runs_on_the_python_its_template_runtime_declares(stack, executions):
+    declared = declared_runtimes()
+    assert set(declared) == {"serialize-image-data", "classify-image", "filter-low-confidence", "summarize-batch"}
+    name = stack_name(stack)
+    # The batch summary is not part of a single execution: invoke it alone, with an empty batch.
+    correlation = f"runtime-{uuid.uuid4().hex[:8]}"
+    summarized = boto3.client("lambda").invoke(
+        FunctionName=f"{name}-summarize-batch",
+        Payload=json.dumps(
+            {
+                "id": correlation,
+                "bucket": stack["ImageBucketName"],
+                "prefix": "images/",
+                "execution_name": correlation,
+                "results": [],
+            }
+        ).encode(),
+    )
+    assert "FunctionError" not in summarized, summarized["Payload"].read()
+    correlations = {"summarize-batch": correlation}
+    lambda_client = boto3.client("lambda")
+    for function, runtime in declared.items():
+        deployed = lambda_client.get_function_configuration(FunctionName=f"{name}-{function}")["Runtime"]
+        lines = log_lines(stack, function, correlations.get(function) or correlation_of(executions[0]))
+        ran_on = {line.get("runtime") for line in lines if "message" in line}
+        assert (deployed, ran_on) == (runtime, {runtime}), function

@@ -33,6 +33,8 @@ VARIABLES = {
     "SCONES_ENDPOINT_NAME",
     "AWS_DEFAULT_REGION",
     "DOCKER_SOCKET",
+    "SCONES_MODEL_BASE_IMAGE",
+    "SCONES_MODEL_PIP_SOURCE",
 }
 # Compose's interpolation: ${NAME}, ${NAME:-default} (unset or empty), ${NAME-default} (unset).
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
@@ -246,10 +248,30 @@ def test_every_service_is_health_checked_and_bound_to_loopback(compose):
         assert all(host_ip == "127.0.0.1" for host_ip, _, _ in published_ports(service)), name
 
 
-def test_compose_v1_can_read_it():
-    # docker-compose 1.29 (what Debian packages, what CI runs and SageMaker SDK 2.x falls back to) rejects a
-    # top-level `name`, and every top-level key it does not know.
-    assert set(raw_compose()) <= {"version", "services", "networks", "volumes", "configs", "secrets"}
+def test_the_project_is_named_in_the_file():
+    # Compose v2 (what the README and CI use) reads the top-level name; v1 is not supported.
+    assert raw_compose()["name"] == "scones"
+
+
+def dockerfile_arg_defaults() -> dict[str, str]:
+    """The Dockerfile's `ARG NAME=default` lines, quotes removed."""
+    dockerfile = (ROOT / "local_model" / "Dockerfile").read_text()
+    return {
+        match["name"]: match["default"].strip('"')
+        for match in re.finditer(r"^ARG (?P<name>\w+)=(?P<default>.+)$", dockerfile, re.MULTILINE)
+    }
+
+
+def test_the_model_build_arguments_default_to_the_dockerfiles_own(compose):
+    # A user who sets nothing builds exactly what `docker build -f local_model/Dockerfile .` builds.
+    args = compose["services"]["model"]["build"]["args"]
+    assert args == {name: dockerfile_arg_defaults()[name] for name in ("BASE_IMAGE", "PIP_SOURCE")}
+
+
+def test_the_offline_build_arguments_pass_through():
+    env = {"SCONES_MODEL_BASE_IMAGE": "scones-base:bookworm", "SCONES_MODEL_PIP_SOURCE": "--no-index --find-links /w"}
+    args = interpolate(raw_compose(), env)["services"]["model"]["build"]["args"]
+    assert args == {"BASE_IMAGE": "scones-base:bookworm", "PIP_SOURCE": "--no-index --find-links /w"}
 
 
 def test_the_docker_socket_mount_follows_docker_socket():
