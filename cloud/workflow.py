@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 import uuid
@@ -20,20 +19,20 @@ from cloud.aws import AwsTarget
 from cloud.deploy import UPLOAD_TRIGGER_PREFIX
 from cloud.polling import PollTimeoutError, poll
 from lambdas.contract import (
-    CLASSES,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
     ImageEvent,
     InvalidEventError,
     LowConfidenceError,
+    Outcome,
+    error_message,
+    error_name,
     image_content_type,
     json_depth,
+    outcome_of,
+    predicted_class,
 )
 
-# Error names under which an emulator reports a Lambda failure when it drops the exception's
-# name (ministack: Runtime.HandlerError, see cloud/EMULATORS.md). AWS reports the name itself.
-UNNAMED_LAMBDA_ERRORS = frozenset({"Runtime.HandlerError", "Lambda.Unknown"})
-_NAMED_MESSAGE = re.compile(r"^([A-Z][A-Za-z0-9]*Error): ")
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
 TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 CLASSIFY_STATE = "Classify Image"  # the state whose output holds the scores (statemachine/)
@@ -76,20 +75,17 @@ class ExecutionResult:
     @property
     def error_message(self) -> str:
         """The failed function's message when the cause is a Lambda error payload, else the cause."""
-        try:
-            payload = json.loads(self.cause or "")
-        except json.JSONDecodeError:
-            return self.cause or ""
-        return payload.get("errorMessage", self.cause) if isinstance(payload, dict) else self.cause
+        return error_message(self.cause)
 
     @property
     def error_name(self) -> str | None:
-        """The named error (LowConfidenceError, ...), also from emulators that report every Lambda
-        failure as Runtime.HandlerError: the workflow's messages start with their error's name."""
-        if self.error not in UNNAMED_LAMBDA_ERRORS:
-            return self.error
-        match = _NAMED_MESSAGE.match(self.error_message)
-        return match.group(1) if match else self.error
+        """The named error (LowConfidenceError, ...), also from emulators that drop Lambda error names."""
+        return error_name(self.error, self.cause)
+
+    @property
+    def outcome(self) -> Outcome:
+        """Routed, rejected as low confidence, or failed."""
+        return outcome_of(self.status, self.error, self.cause)
 
     @property
     def inferences(self) -> list[float] | None:
@@ -99,9 +95,7 @@ class ExecutionResult:
     @property
     def label(self) -> str | None:
         """The class the workflow routed the image as; None unless it succeeded."""
-        if self.status != "SUCCEEDED" or not self.inferences:
-            return None
-        return CLASSES[max(range(len(CLASSES)), key=self.inferences.__getitem__)]
+        return predicted_class(self.inferences) if self.status == "SUCCEEDED" else None
 
     def summary(self) -> dict:
         """The result without the image bytes, for printing."""

@@ -23,6 +23,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NotRequired, TypedDict
 
 CLASSES = ("bicycle", "motorcycle")  # the order of `inferences`
@@ -102,6 +103,60 @@ class EndpointUnavailableError(WorkflowError):
 
 class LowConfidenceError(WorkflowError):
     """The top class probability is below the threshold: the image must not be routed on a guess."""
+
+
+# --- The vocabulary every part speaks -------------------------------------------------------
+# The Lambdas, the host's workflow runner, its reports, the monitor and the console name classes, outcomes
+# and errors with these, so that none of them writes its own argmax or its own error parsing.
+
+
+class Outcome(StrEnum):
+    """What the workflow did with one image."""
+
+    ROUTED = "routed"  # classified confidently: a driver is routed on it
+    REJECTED = "rejected"  # failed with LowConfidenceError: left for manual dispatch
+    FAILED = "failed"  # failed with any other error (or did not finish)
+
+
+LOW_CONFIDENCE_ERROR = LowConfidenceError.__name__
+# Error names under which an emulator reports a Lambda failure when it drops the exception's name
+# (ministack: Runtime.HandlerError, see cloud/EMULATORS.md). AWS reports the name itself.
+UNNAMED_LAMBDA_ERRORS = frozenset({"Runtime.HandlerError", "Lambda.Unknown"})
+_NAMED_MESSAGE = re.compile(r"^([A-Z][A-Za-z0-9]*Error): ")
+
+
+def predicted_class(scores: object) -> str | None:
+    """The class of the highest score (the first on a tie); None unless `scores` has one number per class."""
+    if not isinstance(scores, list | tuple) or len(scores) != len(CLASSES):
+        return None
+    if not all(isinstance(score, int | float) and not isinstance(score, bool) for score in scores):
+        return None
+    return CLASSES[max(range(len(CLASSES)), key=scores.__getitem__)]
+
+
+def error_message(cause: str | None) -> str:
+    """The failed function's message when a Step Functions cause is a Lambda error payload, else the cause."""
+    try:
+        payload = json.loads(cause or "")
+    except json.JSONDecodeError:
+        return cause or ""
+    return str(payload.get("errorMessage", cause)) if isinstance(payload, dict) else (cause or "")
+
+
+def error_name(error: str | None, cause: str | None) -> str | None:
+    """The named error of a failure as Step Functions reports it (`error`, `cause`), also from emulators that
+    report every Lambda failure as an unnamed one: the workflow's messages start with their error's name."""
+    if error not in UNNAMED_LAMBDA_ERRORS:
+        return error
+    match = _NAMED_MESSAGE.match(error_message(cause))
+    return match.group(1) if match else error
+
+
+def outcome_of(status: str, error: str | None, cause: str | None) -> Outcome:
+    """The outcome of an execution (or a batch item) from its status and, when it failed, its error."""
+    if status == "SUCCEEDED":
+        return Outcome.ROUTED
+    return Outcome.REJECTED if error_name(error, cause) == LOW_CONFIDENCE_ERROR else Outcome.FAILED
 
 
 # --- Schemas ---------------------------------------------------------------------------------

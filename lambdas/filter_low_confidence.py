@@ -8,6 +8,7 @@ from lambdas.contract import (
     FILTER_INPUT_SCHEMA,
     ImageEvent,
     LowConfidenceError,
+    predicted_class,
     read_filter_settings,
     validate_event,
 )
@@ -21,7 +22,7 @@ def handler(event: dict, context: object) -> ImageEvent:
     correlation = bind_correlation_id(event, context)
     event = validate_event(event, FILTER_INPUT_SCHEMA)
     inferences = event["inferences"]
-    predicted = CLASSES[inferences.index(max(inferences))]
+    predicted = predicted_class(inferences)
     # LowConfidence is 1 for a rejected image and 0 for a routed one: its Average is the share rejected,
     # which the template's LowConfidenceRateAlarm watches.
     try:
@@ -40,4 +41,4 @@ def check_confidence(inferences: list[float], threshold: float) -> str:
     if top < threshold:
         scores = ", ".join(f"{name} {p:.4f}" for name, p in zip(CLASSES, inferences, strict=True))
         raise LowConfidenceError(f"top score {top:.4f} is below the threshold {threshold} ({scores})")
-    return CLASSES[inferences.index(top)]
+    return predicted_class(inferences)

@@ -5,10 +5,18 @@ with TooManyFailuresError when more items failed than tolerated (after writing t
 from __future__ import annotations
 
 import json
-import re
 
 from lambdas.clients import s3_client
-from lambdas.contract import CLASSES, InvalidEventError, WorkflowError
+from lambdas.contract import (
+    CLASSES,
+    LOW_CONFIDENCE_ERROR,
+    InvalidEventError,
+    Outcome,
+    WorkflowError,
+    error_message,
+    error_name,
+    predicted_class,
+)
 from lambdas.logs import handler_logger
 
 logger = handler_logger(__name__)
@@ -16,11 +24,6 @@ logger = handler_logger(__name__)
 # Summaries are written beside the images, never under them: the batch lists a prefix and must not
 # read its own summaries as images. The template grants s3:PutObject on this prefix only.
 SUMMARY_PREFIX = "batch-summaries/"
-LOW_CONFIDENCE = "LowConfidenceError"
-# Emulators that report every handler exception as Runtime.HandlerError keep its name at the start of
-# the message (lambdas/contract.py WorkflowError); cloud/EMULATORS.md.
-UNNAMED_LAMBDA_ERRORS = frozenset({"Runtime.HandlerError", "Lambda.Unknown"})
-_NAMED_MESSAGE = re.compile(r"^([A-Z][A-Za-z0-9]*Error): ")
 MAX_LISTED_ITEMS = 100  # rejected and failed keys listed in the summary; the counts are always complete
 
 
@@ -56,64 +59,37 @@ def summary_key(execution_name: str) -> str:
     return f"{SUMMARY_PREFIX}{execution_name}.json"
 
 
-def error_name(error: str | None, cause: str | None) -> str:
-    """The item's named error, also where the emulator reported Runtime.HandlerError."""
-    if error not in UNNAMED_LAMBDA_ERRORS:
-        return error or "UnknownError"
-    try:
-        message = json.loads(cause or "").get("errorMessage", "")
-    except (json.JSONDecodeError, AttributeError):
-        message = cause or ""
-    match = _NAMED_MESSAGE.match(message if isinstance(message, str) else "")
-    return match.group(1) if match else error
-
-
-def error_message(cause: str | None) -> str:
-    try:
-        payload = json.loads(cause or "")
-    except json.JSONDecodeError:
-        return cause or ""
-    return str(payload.get("errorMessage", cause)) if isinstance(payload, dict) else str(cause)
-
-
-def predicted_class(inferences: object) -> str | None:
-    if not isinstance(inferences, list) or len(inferences) != len(CLASSES):
-        return None
-    return CLASSES[max(range(len(CLASSES)), key=lambda i: inferences[i])]
-
-
 def summarize(results: list, bucket: str, prefix: str, tolerated_failure_percentage: float) -> dict:
     """Counts per class of the Map's item results ({"s3_key", "outcome", "inferences"?, "error"?,
     "cause"?}); anything else in the list (an emulator's null for a failed child) counts as failed."""
-    classes = {name: {"routed": 0, "rejected": 0, "failed": 0} for name in CLASSES}
+    classes = {name: {outcome.value: 0 for outcome in Outcome} for name in CLASSES}
     unclassified_failed = 0
     rejected, failed = [], []
     for item in results:
-        if not isinstance(item, dict) or item.get("outcome") not in ("routed", "rejected", "failed"):
+        if not isinstance(item, dict) or item.get("outcome") not in set(Outcome):
             unclassified_failed += 1
             failed.append({"s3_key": None, "error": "UnknownError", "message": f"unreadable item result {item!r:.200}"})
             continue
-        outcome, label = item["outcome"], predicted_class(item.get("inferences"))
-        if outcome == "failed":
-            name = error_name(item.get("error"), item.get("cause"))
-            if name == LOW_CONFIDENCE and label is not None:
-                outcome = "rejected"  # an emulator that drops error names (cloud/EMULATORS.md)
+        outcome, label = Outcome(item["outcome"]), predicted_class(item.get("inferences"))
+        if outcome == Outcome.FAILED:
+            name = error_name(item.get("error"), item.get("cause")) or "UnknownError"
+            if name == LOW_CONFIDENCE_ERROR and label is not None:
+                outcome = Outcome.REJECTED  # an emulator that drops error names (cloud/EMULATORS.md)
             else:
                 failed.append(
                     {"s3_key": item.get("s3_key"), "error": name, "message": error_message(item.get("cause"))}
                 )
-        if outcome == "rejected":
+        if outcome == Outcome.REJECTED:
             rejected.append({"s3_key": item.get("s3_key"), "class": label, "inferences": item.get("inferences")})
         if label is None:
             unclassified_failed += 1
         else:
-            classes[label][outcome] += 1
+            classes[label][outcome.value] += 1
     totals = {
         "items": len(results),
-        "routed": sum(c["routed"] for c in classes.values()),
-        "rejected": sum(c["rejected"] for c in classes.values()),
-        "failed": sum(c["failed"] for c in classes.values()) + unclassified_failed,
+        **{outcome.value: sum(c[outcome.value] for c in classes.values()) for outcome in Outcome},
     }
+    totals[Outcome.FAILED.value] += unclassified_failed
     return {
         "bucket": bucket,
         "prefix": prefix,

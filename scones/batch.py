@@ -27,19 +27,18 @@ from cloud.workflow import (
     ExecutionResult,
     TriggeredExecutions,
     WorkflowRunError,
-    image_key,
     start_execution,
     trigger_prefix,
     upload_and_follow,
+    upload_image,
     wait_for_execution,
 )
 from lambdas.classify_image import invoke_endpoint
-from lambdas.contract import CLASSES, WorkflowError
+from lambdas.contract import LOW_CONFIDENCE_ERROR, Outcome, WorkflowError, predicted_class
 from local_model.progress import progress_bar
 
 DEFAULT_CONCURRENCY = 4  # executions in flight at once: enough to exercise concurrency on two cores
 EXECUTION_TIMEOUT_S = 120.0  # per execution: cold starts on busy cores take seconds, a warm run about one
-LOW_CONFIDENCE = "LowConfidenceError"
 INTERRUPTED_ERROR = "BatchInterruptedError"  # the Error of an execution stopped because its batch was
 POLL_S, MAX_POLL_S = 0.1, 0.5  # how often a running execution is described, at first and at most
 STOP_CONFIRM_S = 5.0  # how long an interrupted batch waits to see its stopped executions ABORTED
@@ -62,7 +61,7 @@ class ImageOutcome:
     path: Path
     label: str  # the true class, from the image's folder
     scores: list[float] | None  # [p_bicycle, p_motorcycle] as the endpoint answered, rejected images included
-    outcome: str  # "routed", "rejected" or "failed"
+    outcome: Outcome
     seconds: float | None  # the execution's (or the endpoint call's) latency
     error: str | None = None  # the named error of a failed image
     message: str | None = None
@@ -70,9 +69,7 @@ class ImageOutcome:
 
     @property
     def predicted(self) -> str | None:
-        if not self.scores:
-            return None
-        return CLASSES[max(range(len(CLASSES)), key=self.scores.__getitem__)]
+        return predicted_class(self.scores)
 
 
 def progress_map(function: Callable[[T], R], items: list[T], concurrency: int, desc: str, unit: str) -> list[R]:
@@ -100,29 +97,22 @@ def upload_images(
     paths = list(paths)
 
     def upload(path: Path) -> str:
-        body = path.read_bytes()
-        key = image_key(body, prefix)
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type_of(key))
-        return key
+        return upload_image(s3, bucket, path.read_bytes(), prefix=prefix)
 
     keys = progress_map(upload, paths, concurrency, "upload", "image")
     return dict(zip(paths, keys, strict=True))
 
 
-def content_type_of(key: str) -> str:
-    return "image/png" if key.endswith(".png") else "image/jpeg"
-
-
 def outcome_of(result: ExecutionResult, path: Path, label: str) -> ImageOutcome:
     if result.status == "SUCCEEDED":
         arn = result.execution_arn
-        return ImageOutcome(path, label, result.inferences, "routed", result.seconds, execution_arn=arn)
-    rejected = result.error_name == LOW_CONFIDENCE
+        return ImageOutcome(path, label, result.inferences, Outcome.ROUTED, result.seconds, execution_arn=arn)
+    rejected = result.error_name == LOW_CONFIDENCE_ERROR
     return ImageOutcome(
         path,
         label,
         result.inferences if rejected else None,
-        "rejected" if rejected else "failed",
+        Outcome.REJECTED if rejected else Outcome.FAILED,
         result.seconds,
         error=result.error_name or result.status,
         message=result.error_message or None,
@@ -254,7 +244,7 @@ def run_workflow_batch(
             result = wait_unless_stopping(sfn, arn, timeout_s, started)
         except WorkflowRunError as e:
             return ImageOutcome(
-                path, label, None, "failed", None, error=type(e).__name__, message=str(e), execution_arn=arn
+                path, label, None, Outcome.FAILED, None, error=type(e).__name__, message=str(e), execution_arn=arn
             )
         return outcome_of(result, path, label)
 
@@ -327,9 +317,9 @@ def run_endpoint_batch(
         try:
             scores = invoke_endpoint(runtime, endpoint_name, path.read_bytes())
         except WorkflowError as e:
-            return ImageOutcome(path, label, None, "failed", None, error=type(e).__name__, message=str(e))
+            return ImageOutcome(path, label, None, Outcome.FAILED, None, error=type(e).__name__, message=str(e))
         seconds = time.perf_counter() - started
-        outcome = "routed" if max(scores) >= threshold else "rejected"
+        outcome = Outcome.ROUTED if max(scores) >= threshold else Outcome.REJECTED
         return ImageOutcome(path, label, scores, outcome, seconds)
 
     return progress_map(score, images, concurrency, "endpoint", "image")

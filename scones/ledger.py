@@ -21,10 +21,10 @@ from pathlib import Path
 
 from cloud.aws import AwsTarget
 from cloud.polling import PollTimeoutError, poll
-from cloud.workflow import TERMINAL_STATUSES, UNNAMED_LAMBDA_ERRORS
-from lambdas.contract import CLASSES
+from cloud.workflow import TERMINAL_STATUSES
+from lambdas.contract import CLASSES, LOW_CONFIDENCE_ERROR, UNNAMED_LAMBDA_ERRORS, Outcome
 from local_model.captured import CapturedInference, read_captured_inferences
-from scones.batch import LOW_CONFIDENCE, ImageOutcome, run_workflow_batch
+from scones.batch import ImageOutcome, run_workflow_batch
 from scones.report import OUTCOMES
 
 # uvicorn's access log line: `INFO:     127.0.0.1:55118 - "POST /endpoints/x/invocations HTTP/1.1" 200 OK`
@@ -147,7 +147,7 @@ class Ledger:
 
     @property
     def errors(self) -> dict[str, int]:
-        return dict(Counter(o.error or "(none)" for o in self.outcomes if o.outcome == "failed").most_common())
+        return dict(Counter(o.error or "(none)" for o in self.outcomes if o.outcome == Outcome.FAILED).most_common())
 
     @property
     def statuses(self) -> dict[str, int]:
@@ -155,7 +155,7 @@ class Ledger:
 
     @property
     def scored(self) -> list[ImageOutcome]:
-        return [o for o in self.outcomes if o.outcome in ("routed", "rejected")]
+        return [o for o in self.outcomes if o.outcome in (Outcome.ROUTED, Outcome.REJECTED)]
 
 
 def build_ledger(
@@ -196,12 +196,12 @@ def check_ledger(ledger: Ledger) -> list[str]:
     unknown = [o.outcome for o in outcomes if o.outcome not in OUTCOMES]
     if unknown:
         problems.append(f"{len(unknown)} outcomes are none of {'/'.join(OUTCOMES)}: {sorted(set(unknown))}")
-    unnamed = [o for o in outcomes if o.outcome == "failed" and (not o.error or o.error in UNNAMED_LAMBDA_ERRORS)]
+    unnamed = [o for o in outcomes if o.outcome == Outcome.FAILED and (not o.error or o.error in UNNAMED_LAMBDA_ERRORS)]
     if unnamed:
         problems.append(f"{len(unnamed)} failed images have no named error (e.g. {unnamed[0].path.name})")
-    misnamed = [o for o in outcomes if o.outcome == "rejected" and o.error != LOW_CONFIDENCE]
+    misnamed = [o for o in outcomes if o.outcome == Outcome.REJECTED and o.error != LOW_CONFIDENCE_ERROR]
     if misnamed:
-        problems.append(f"{len(misnamed)} rejected images were not rejected with {LOW_CONFIDENCE}")
+        problems.append(f"{len(misnamed)} rejected images were not rejected with {LOW_CONFIDENCE_ERROR}")
     unscored = [o for o in ledger.scored if not o.scores]
     if unscored:
         problems.append(f"{len(unscored)} routed or rejected images have no scores (e.g. {unscored[0].path.name})")
@@ -220,7 +220,7 @@ def check_ledger(ledger: Ledger) -> list[str]:
         problems.append(f"{len(missing)} executions of the outcomes are not listed by Step Functions")
     for o in outcomes:
         listed = ledger.executions.get(o.execution_arn or "")
-        if listed and (listed["status"] == "SUCCEEDED") != (o.outcome == "routed"):
+        if listed and (listed["status"] == "SUCCEEDED") != (o.outcome == Outcome.ROUTED):
             problems.append(f"{o.path.name} is {o.outcome} but its execution {listed['status']}")
     # 3. No 5xx from the model server; every scored image was served at least once.
     if ledger.access is not None:
@@ -252,7 +252,7 @@ def format_ledger(ledger: Ledger, problems: list[str]) -> str:
     lines = [f"LEDGER: {n} images submitted, {len(set(ledger.submitted))} distinct"]
     counts = ledger.by_outcome
     lines.append(
-        f"  images        {counts['routed']} routed + {counts['rejected']} rejected ({LOW_CONFIDENCE}) + "
+        f"  images        {counts['routed']} routed + {counts['rejected']} rejected ({LOW_CONFIDENCE_ERROR}) + "
         f"{counts['failed']} failed = {sum(counts.values())}"
     )
     for name, count in ledger.errors.items():

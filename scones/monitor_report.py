@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from lambdas.contract import CLASSES
+from lambdas.contract import CLASSES, predicted_class
 from local_model.captured import CapturedInference, CaptureReadProblems
 from scones.report import save_figure
 
@@ -88,14 +88,12 @@ def collect(
 ) -> MonitorData:
     scored, unscored = [], 0
     for record in records:
-        scores, when = record.output, parse_time(record.inference_time)
-        if not (isinstance(scores, list) and len(scores) == len(CLASSES)) or when is None:
+        label, when = predicted_class(record.output), parse_time(record.inference_time)
+        if label is None or when is None:
             unscored += 1
             continue
-        top = max(range(len(CLASSES)), key=scores.__getitem__)
-        scored.append(
-            Scored(when, float(scores[top]), CLASSES[top], record.input_body, record.input_content_type, record.source)
-        )
+        top = float(max(record.output))
+        scored.append(Scored(when, top, label, record.input_body, record.input_content_type, record.source))
     scored.sort(key=lambda s: s.when)
     return MonitorData(destination, threshold, scored, unscored, problems)
 

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from lambdas.contract import CLASSES
+from lambdas.contract import CLASSES, Outcome, predicted_class
 from local_model.captured import CapturedInference
 from local_model.threshold import precision_coverage_curve, routed_precision_coverage
 from scones.batch import ImageOutcome
 
-OUTCOMES = ("routed", "rejected", "failed")
+OUTCOMES = tuple(outcome.value for outcome in Outcome)
 HISTOGRAM_BINS = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))  # top-class probability, 0.50..1.00
 
 
@@ -66,21 +66,21 @@ class BatchReport:
 def summarize_batch(outcomes: list[ImageOutcome], threshold: float, via: str) -> BatchReport:
     counts = Counter(o.outcome for o in outcomes)
     scored = [o for o in outcomes if o.scores]
-    routed = [o for o in outcomes if o.outcome == "routed"]
-    columns = [*CLASSES, "rejected", "failed"]
+    routed = [o for o in outcomes if o.outcome == Outcome.ROUTED]
+    columns = [*CLASSES, Outcome.REJECTED.value, Outcome.FAILED.value]
     confusion = {label: dict.fromkeys(columns, 0) for label in CLASSES}
     for o in outcomes:
-        column = o.predicted if o.outcome == "routed" else o.outcome
+        column = o.predicted if o.outcome == Outcome.ROUTED else Outcome(o.outcome).value
         confusion[o.label][column] += 1
-    latencies = [o.seconds for o in outcomes if o.seconds is not None and o.outcome != "failed"]
+    latencies = [o.seconds for o in outcomes if o.seconds is not None and o.outcome != Outcome.FAILED]
     return BatchReport(
         via=via,
         n_images=len(outcomes),
         threshold=threshold,
-        routed=counts["routed"],
-        rejected=counts["rejected"],
-        failed=counts["failed"],
-        errors=dict(Counter(o.error for o in outcomes if o.outcome == "failed")),
+        routed=counts[Outcome.ROUTED],
+        rejected=counts[Outcome.REJECTED],
+        failed=counts[Outcome.FAILED],
+        errors=dict(Counter(o.error for o in outcomes if o.outcome == Outcome.FAILED)),
         accuracy=sum(o.predicted == o.label for o in scored) / len(scored) if scored else None,
         routed_accuracy=sum(o.predicted == o.label for o in routed) / len(routed) if routed else None,
         coverage=len(routed) / len(outcomes) if outcomes else None,
@@ -221,13 +221,12 @@ def summarize_captures(records: Iterable[CapturedInference], destination: str) -
     by_class = dict.fromkeys(CLASSES, 0)
     confidences, times, bad_answers = [], [], 0
     for record in records:
-        scores = record.output
-        if not (isinstance(scores, list) and len(scores) == len(CLASSES)):
+        label = predicted_class(record.output)
+        if label is None:
             bad_answers += 1
             continue
-        top = max(range(len(CLASSES)), key=scores.__getitem__)
-        by_class[CLASSES[top]] += 1
-        confidences.append(float(scores[top]))
+        by_class[label] += 1
+        confidences.append(float(max(record.output)))
         times.append(record.inference_time)
     histogram = [0] * (len(HISTOGRAM_BINS) - 1)
     for c in confidences:

@@ -14,12 +14,11 @@ from cloud.defaults import (
     DEFAULT_WORKDIR,
 )
 from cloud.workflow import ExecutionResult, run_image, run_workflow
-from lambdas.contract import CLASSES, WorkflowError, image_content_type
+from lambdas.contract import CLASSES, Outcome, WorkflowError, image_content_type
 from scones import steps
 from scones.batch import (
     DEFAULT_CONCURRENCY,
     EXECUTION_TIMEOUT_S,
-    LOW_CONFIDENCE,
     run_endpoint_batch,
     run_workflow_batch,
 )
@@ -77,7 +76,7 @@ def describe_result(result: ExecutionResult) -> str:
     scored = ", ".join(f"{name} {p:.4f}" for name, p in zip(CLASSES, scores, strict=False))
     if result.status == "SUCCEEDED":
         return f"{result.label} ({scored}) in {result.seconds:.2f} s"
-    verdict = "not routed" if result.error_name == LOW_CONFIDENCE else f"workflow {result.status}"
+    verdict = "not routed" if result.outcome == Outcome.REJECTED else f"workflow {result.status}"
     return f"{verdict}: {result.error_message or result.error_name} ({result.seconds:.2f} s)"
 
 
@@ -142,7 +141,7 @@ def classify(
             result = run_workflow(event, outputs, connection.aws, timeout)
     say(json.dumps({"image": image, **result.summary()}) if as_json else f"{image}: {describe_result(result)}")
     if result.status != "SUCCEEDED":
-        raise typer.Exit(EXIT_REJECTED if result.error_name == LOW_CONFIDENCE else EXIT_FAILED)
+        raise typer.Exit(EXIT_REJECTED if result.outcome == Outcome.REJECTED else EXIT_FAILED)
 
 
 def classify_prefix(

@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -233,11 +234,23 @@ def run_training(
     )  # fmt: skip
 
 
+def handler_boto3() -> str:
+    """The boto3 requirement of pyproject.toml ("boto3==X"), which the handlers run with on every emulator."""
+    match = re.search(r'"(boto3==[^"]+)"', (ROOT / "pyproject.toml").read_text())
+    if match is None:
+        raise ImageBuildError("pyproject.toml pins no boto3==")
+    return match[1]
+
+
 def localstack_image(docker: Docker) -> str:
     """The LocalStack stand-in on the Debian 13 base, with the subprocess Lambda executor, offline."""
     localstack_run = localstack_support()
     base = base_image(docker, "trixie")
-    inputs = fingerprint(docker.label_of(base) or "", LOCALSTACK_DOCKERFILE, localstack_run.install_fingerprint())
+    handler_base = base_image(docker, "bookworm")
+    inputs = fingerprint(
+        docker.label_of(base) or "", docker.label_of(handler_base) or "", LOCALSTACK_DOCKERFILE,
+        localstack_run.install_fingerprint(), handler_boto3(),
+    )  # fmt: skip
     if docker.label_of(LOCALSTACK_IMAGE) == inputs:
         return _reused(docker, LOCALSTACK_IMAGE)
 
@@ -261,10 +274,14 @@ def localstack_image(docker: Docker) -> str:
                 [localstack_run.LOCALSTACK_REQUIREMENT, "flit_core>=3.9,<4", "-c", str(localstack_run.CONSTRAINTS)],
                 wheels,
             )
+            # The handlers' Python: the template's python3.11 (Debian 12's) with the boto3 pyproject.toml pins.
+            download_wheels(sys.executable, [handler_boto3()], context / "handler-wheels")
             docker.run(
                 "build", "--network", "none", "--force-rm",
                 "--file", str(LOCALSTACK_DOCKERFILE),
                 "--build-arg", f"BASE_IMAGE={base}",
+                "--build-arg", f"HANDLER_BASE_IMAGE={handler_base}",
+                "--build-arg", f"HANDLER_BOTO3={handler_boto3()}",
                 "--build-arg", f"LOCALSTACK_REQUIREMENT={localstack_run.LOCALSTACK_REQUIREMENT}",
                 "--label", f"{INPUTS_LABEL}={inputs}",
                 "--tag", LOCALSTACK_IMAGE,
