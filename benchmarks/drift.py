@@ -1,4 +1,4 @@
-"""Benchmark: how often does drift detection (scones/drift.py) flag windows of real images, unshifted
+"""Benchmark: how often does drift detection (scones/monitoring/drift.py) flag windows of real images, unshifted
 and shifted, for a few window sizes? It chooses the default PSI threshold and minimum window.
 
 In each of --folds stratified folds of --data-dir, the fold's images are put aside as "production
@@ -28,8 +28,8 @@ from local_model.baseline import load_baseline
 from local_model.classifier import load_model_dir
 from local_model.data import ImageSet, load_image_folder, stratified_folds
 from local_model.train import Hyperparameters, train_model
-from scones.drift import DEFAULT_P_VALUE, DEFAULT_PSI_THRESHOLD, detect_drift
-from scones.report import percentile
+from scones.monitoring.drift import DEFAULT_P_VALUE, DEFAULT_PSI_THRESHOLD, detect_drift
+from scones.monitoring.report import percentile
 
 # The integration suite's model (tests/integration/conftest.py QUICK_HYPERPARAMETERS), ~20 s; "full" is
 # the shipped recipe (local_model/train.py defaults), ~3 min per fold on two cores.

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/emulators.py [--executions 20] [--emulator ministack --emulator localstack]
 
-For each emulator: start it (ministack through scones/emulator.py, LocalStack through
+For each emulator: start it (ministack through scones/local/emulator.py, LocalStack through
 tests/localstack/run.py), deploy the stack with cloud/deploy.py, upload one PNG, run one cold
 execution (it starts the three Lambda environments) and then N warm ones, one at a time, each
 timed from StartExecution until DescribeExecution reports it finished. Memory is the resident
@@ -33,8 +33,8 @@ from PIL import Image
 
 from cloud.aws import AwsTarget
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
-from scones.emulator import Ministack, local_aws_environment
-from scones.report import percentile
+from scones.local.emulator import Ministack, local_aws_environment
+from scones.monitoring.report import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ import torch
 
 from local_model.data import ImageSet, load_image_folder, stratified_folds
 from local_model.train import Hyperparameters
-from scones.steps import parse_overrides
+from scones.pipeline.steps import parse_overrides
 
 FOLD_SEED = 1234
 

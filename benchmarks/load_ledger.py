@@ -5,8 +5,8 @@ record per served request). Exits 1 when the ledger does not balance.
 
 Starts the embedded emulator (or uses the one at AWS_ENDPOINT_URL), trains the integration suite's quick
 model (or serves --model-dir), starts the model server with its access log and captures in a folder of its
-own, deploys a throwaway stack with cloud/deploy.py, runs the batch with scones.batch (scones/ledger.py
-builds and checks the ledger), tears everything down.
+own, deploys a throwaway stack with cloud/deploy.py, runs the batch with scones.workflow.batch
+(scones/workflow/ledger.py builds and checks the ledger), tears everything down.
 
     python benchmarks/load_ledger.py --executions 1000 --concurrency 32
 """
@@ -28,10 +28,10 @@ from pathlib import Path
 from cloud.aws import AwsTarget
 from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
-from scones.emulator import aws_environment_for, emulator_endpoint
-from scones.ledger import ModelServerFiles, check_ledger, choose_images, format_ledger, run_ledgered_batch
-from scones.model_server import ModelServer
-from scones.report import percentile
+from scones.local.emulator import aws_environment_for, emulator_endpoint
+from scones.local.model_server import ModelServer
+from scones.monitoring.report import percentile
+from scones.workflow.ledger import ModelServerFiles, check_ledger, choose_images, format_ledger, run_ledgered_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar100-bikes"

@@ -28,9 +28,9 @@ from load_ledger import DEFAULT_DATA_DIR, deployed_stack, image_folder, train_qu
 
 from cloud.aws import AwsTarget
 from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD
-from scones.ledger import choose_images
-from scones.model_server import ModelServer
-from scones.prefix_batch import format_summary, run_prefix_batch
+from scones.local.model_server import ModelServer
+from scones.workflow.ledger import choose_images
+from scones.workflow.prefix_batch import format_summary, run_prefix_batch
 
 ENDPOINT_NAME = "scones-prefix-batch"
 UPLOAD_THREADS = 8

@@ -26,8 +26,8 @@ from PIL import Image
 from local_model import inference
 from local_model.classifier import ModelMeta, save_model_dir
 from local_model.model import ResNet9
-from scones.model_server import ModelServer
-from scones.report import percentile
+from scones.local.model_server import ModelServer
+from scones.monitoring.report import percentile
 
 
 def build_untrained_model(model_dir: Path, width: int = 16) -> Path:

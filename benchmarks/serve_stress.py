@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_latency import build_untrained_model
 
 from local_model.captured import read_captured_inferences
-from scones.model_server import ModelServer
-from scones.report import percentile
+from scones.local.model_server import ModelServer
+from scones.monitoring.report import percentile
 
 BIG_SIDE = 2048  # the default pixel limit is 2048x2048
 SLOW_CLIENT_WAIT_S = 30.0

@@ -117,7 +117,7 @@ def main() -> int:
                     runs.append(r)
                     print(describe(r), flush=True)
     # Here, not at the top: the workers run this file in other venvs, which may lack what scones imports.
-    from scones.report import percentile
+    from scones.monitoring.report import percentile
 
     print(f"SUMMARY (median, nearest rank, of {args.rounds}; seconds scaled to one {RECIPE_EPOCHS}-epoch training)")
     summary = []

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from cloud.aws import AwsTarget
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
-from cloud.workflow import ExecutionResult, start_execution, upload_image, wait_for_execution
-from scones.emulator import aws_environment_for, emulator_endpoint
-from scones.model_server import ModelServer
-from scones.report import percentile
+from scones.local.emulator import aws_environment_for, emulator_endpoint
+from scones.local.model_server import ModelServer
+from scones.monitoring.report import percentile
+from scones.workflow.execution import ExecutionResult, start_execution, upload_image, wait_for_execution
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "cifar100-bikes" / "train" / "bicycle" / "bike_s_000682.png"

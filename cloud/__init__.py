@@ -1,2 +1,4 @@
-"""Deployment of the workflow: the CloudFormation template, the deploy script (deploy.py) and running
-executions of the deployed state machine (workflow.py). Emulator differences: EMULATORS.md."""
+"""Deployment and promotion: the CloudFormation template (template.yaml), the artifacts it deploys
+(artifacts.py), change-set deploys and teardown (deploy.py, stack.py), promotion to AWS (plan.py, image.py,
+promote.py), and the one maker of host-side AWS clients (aws.py: AwsTarget). The only package that knows
+resource names. Emulator differences: EMULATORS.md; promotion: PROMOTION.md."""

@@ -2,7 +2,7 @@
 them from here. Two are defined where code that cannot import this module needs them, and re-exported:
 the fallback confidence threshold (lambdas/contract.py, the only module the Lambda zips share) and the
 served endpoint's name (local_model/settings.py, in the model image). The template repeats some as its
-parameters' Defaults and docker-compose.yml the image; tests/unit/test_defaults.py checks they agree."""
+parameters' Defaults and docker-compose.yml the image; tests/unit/cloud/test_defaults.py checks they agree."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from cloud.stack import stack_status
 from cloud.template import TemplateError, load_template
 
 # The scones command line's default workdir: `scones train` writes the model there and `scones deploy`
-# records the manifest there (tests/unit/test_plan.py checks these against scones.steps).
+# records the manifest there (tests/unit/cloud/test_plan.py checks these against scones.pipeline.steps).
 DEFAULT_MODEL_PATH = DEFAULT_WORKDIR / "model" / "model.tar.gz"
 DEFAULT_MANIFEST_PATH = DEFAULT_WORKDIR / manifest.MANIFEST_NAME
 CREATE_MODEL_ENDPOINT_PARAMETER = "CreateModelEndpoint"  # "true" turns the SageMaker resources on

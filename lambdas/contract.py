@@ -397,7 +397,8 @@ def validate_event(event: object, schema: dict) -> ImageEvent:
 # server (local_model/inference.py, ACCEPTED_IMAGE_FORMATS) decodes exactly these and no others: fewer
 # decoders facing untrusted bytes, and the two formats the images come in (CIFAR PNGs, camera JPEGs, any
 # mode: grayscale, RGBA, palette, 16-bit, CMYK are converted to RGB). The container cannot import this
-# module (it holds only local_model/), so tests/unit/test_hostile_inputs.py checks the two lists agree.
+# module (it holds only local_model/), so tests/unit/local_model/test_serve_hostile_inputs.py checks the two
+# lists agree.
 IMAGE_FORMATS = {
     "PNG": ("image/png", (b"\x89PNG\r\n\x1a\n",)),
     "JPEG": ("image/jpeg", (b"\xff\xd8\xff",)),

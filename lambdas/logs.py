@@ -5,7 +5,7 @@ writes to the function's log stream; a plain interpreter (an emulator that runs 
 test) has none, so the logger gets its own stderr handler, as the runtime would write.
 
 The correlation id is the event's `id`: the S3 upload's event id on the trigger path (cloud/template.yaml
-puts it in the execution's input), the execution's name when cloud/workflow.py starts it, the batch's
+puts it in the execution's input), the execution's name when scones/workflow/execution.py starts it, the batch's
 execution name for the items of a Distributed Map; else the Lambda request id."""
 
 from __future__ import annotations

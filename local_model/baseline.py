@@ -1,7 +1,7 @@
 """The model's baseline for drift monitoring: what its scores look like on the validation split.
 
 Training writes `baseline.json` beside model.json (so it travels in model.tar.gz); monitoring compares
-captured inferences against it (scones/drift.py). A file of its own rather than a block in model.json:
+captured inferences against it (scones/monitoring/drift.py). A file of its own rather than a block in model.json:
 model.json is parsed into ModelMeta by every server, and an older server would reject an unknown key,
 while a file it does not know is simply ignored; and monitoring reads it without loading the weights.
 numpy and the standard library only: it runs in the training container.

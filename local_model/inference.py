@@ -49,8 +49,8 @@ logger = logging.getLogger(__name__)
 SUPPORTED_CONTENT_TYPES = ("image/png", "image/jpeg", "application/x-image")
 JSON_CONTENT_TYPE = "application/json"
 # The decoders we let Pillow use: the image formats the workflow accepts (lambdas/contract.py IMAGE_FORMATS;
-# this container cannot import it, tests/unit/test_hostile_inputs.py checks the two agree). Content types
-# are only a hint (clients often send PNG as image/jpeg); the format is read from the bytes.
+# this container cannot import it, tests/unit/local_model/test_serve_hostile_inputs.py checks the two agree).
+# Content types are only a hint (clients often send PNG as image/jpeg); the format is read from the bytes.
 ACCEPTED_IMAGE_FORMATS = ("PNG", "JPEG")
 _JPEG_FORMATS = ("JPEG", "MPO")  # Pillow opens cameras' multi-picture JPEGs (MPO) through its JPEG decoder
 MODEL_TAR = "model.tar.gz"

@@ -13,13 +13,13 @@ from botocore.exceptions import (
 )
 
 from cloud.errors import DeployError, RealAwsRefusedError, TargetEnvironmentError
-from cloud.workflow import WorkflowRunError
 from lambdas.contract import WorkflowError
 from local_model.capture import CaptureError
 from local_model.data import DataError, DownloadError
-from scones.emulator import EmulatorError
-from scones.model_server import ModelServerError, PortInUseError
-from scones.state import CorruptStateError
+from scones.local.emulator import EmulatorError
+from scones.local.model_server import ModelServerError, PortInUseError
+from scones.local.state_file import CorruptStateError
+from scones.workflow.execution import WorkflowRunError
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a step ran and failed: training, deploy, an execution of the workflow

@@ -26,11 +26,11 @@ from scones.errors import (
     EXIT_USAGE,
     describe_error,
 )
-from scones.state import (
+from scones.local.connection import ENDPOINT_URL_VAR, TargetKind
+from scones.local.state_file import (
     SessionState,
     read_state,
 )
-from scones.target import ENDPOINT_URL_VAR, TargetKind
 
 WORKDIR_VAR = "SCONES_WORKDIR"
 

@@ -17,7 +17,6 @@ from cloud.defaults import (
     DEFAULT_STACK_NAME,
     DEFAULT_WORKDIR,
 )
-from scones import steps
 from scones.cli.common import (
     AsJson,
     EmulatorPort,
@@ -34,20 +33,14 @@ from scones.cli.common import (
     say,
     say_outputs,
 )
-from scones.deployment import (
-    DeployOptions,
-    deploy_to_aws,
-    deploy_to_emulator,
-    plan_aws,
-    remove_stack,
-)
 from scones.errors import (
     EXIT_FAILED,
     EmulatorNotRunningError,
     EmulatorUnreachableError,
     UsageProblemError,
 )
-from scones.session import (
+from scones.local.connection import ENDPOINT_URL_VAR, TargetKind, configured_emulator, connect, deployed_outputs
+from scones.local.environment import (
     check_no_session,
     check_ports_free,
     export_lines,
@@ -55,14 +48,21 @@ from scones.session import (
     stop_signals_interrupt,
     wait_until_interrupted,
 )
-from scones.state import (
+from scones.local.state_file import (
     SessionState,
     clear_state,
     process_started_at,
     state_path,
     write_state,
 )
-from scones.target import ENDPOINT_URL_VAR, TargetKind, configured_emulator, connect, deployed_outputs
+from scones.pipeline import steps
+from scones.pipeline.deployment import (
+    DeployOptions,
+    deploy_to_aws,
+    deploy_to_emulator,
+    plan_aws,
+    remove_stack,
+)
 
 OWNER_STOP_TIMEOUT_S = 120.0  # `scones up` deletes its stack before it exits: seconds on an emulator
 

@@ -12,11 +12,6 @@ from cloud.defaults import (
     DEFAULT_STACK_NAME,
     DEFAULT_WORKDIR,
 )
-from scones import steps
-from scones.batch import (
-    DEFAULT_CONCURRENCY,
-    EXECUTION_TIMEOUT_S,
-)
 from scones.cli.common import (
     Concurrency,
     DataDir,
@@ -33,19 +28,24 @@ from scones.cli.common import (
     reports_errors,
     say,
 )
-from scones.deployment import (
-    DeployOptions,
-)
 from scones.errors import (
     EXIT_FAILED,
 )
-from scones.pipeline import DemoOptions, run_demo
-from scones.session import (
+from scones.local.connection import configured_emulator
+from scones.local.environment import (
     check_no_session,
     check_ports_free,
     stop_signals_interrupt,
 )
-from scones.target import configured_emulator
+from scones.pipeline import steps
+from scones.pipeline.demo import DemoOptions, run_demo
+from scones.pipeline.deployment import (
+    DeployOptions,
+)
+from scones.workflow.batch import (
+    DEFAULT_CONCURRENCY,
+    EXECUTION_TIMEOUT_S,
+)
 
 
 @app.command(

@@ -16,7 +16,6 @@ from cloud.defaults import (
     DEFAULT_WORKDIR,
 )
 from local_model.captured import CaptureReadProblems, read_captured_inferences
-from scones import steps
 from scones.cli.common import (
     DRIFT_WINDOW,
     AsJson,
@@ -28,18 +27,19 @@ from scones.cli.common import (
     reports_errors,
     say,
 )
-from scones.deployment import (
-    CAPTURE_PREFIX,
+from scones.local.connection import TargetKind, connect, deployed_outputs
+from scones.local.state_file import (
+    SessionState,
 )
-from scones.report import (
+from scones.monitoring.report import (
     format_captures,
     plot_captures,
     summarize_captures,
 )
-from scones.state import (
-    SessionState,
+from scones.pipeline import steps
+from scones.pipeline.deployment import (
+    CAPTURE_PREFIX,
 )
-from scones.target import TargetKind, connect, deployed_outputs
 
 
 @app.command(
@@ -151,7 +151,7 @@ def monitor(
     """Write the monitoring report of the captured inferences: top-class probability over time against the
     threshold, classes over time, the lowest-confidence inputs, and drift against the model's training
     baseline (baseline.json), as PNGs and one HTML page."""
-    from scones.monitor_report import collect, drift_section, format_monitor, write_report
+    from scones.monitoring.page import collect, drift_section, format_monitor, write_report
 
     read = read_captures(source, workdir, target, stack_name)
     data = collect(read.records, read.source, read.threshold if threshold is None else threshold, read.problems)

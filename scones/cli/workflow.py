@@ -13,15 +13,7 @@ from cloud.defaults import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_WORKDIR,
 )
-from cloud.workflow import ExecutionResult, run_image, run_workflow
 from lambdas.contract import CLASSES, Outcome, WorkflowError, image_content_type
-from scones import steps
-from scones.batch import (
-    DEFAULT_CONCURRENCY,
-    EXECUTION_TIMEOUT_S,
-    run_endpoint_batch,
-    run_workflow_batch,
-)
 from scones.cli.common import (
     AsJson,
     Concurrency,
@@ -36,22 +28,36 @@ from scones.cli.common import (
     reports_errors,
     say,
 )
-from scones.deployment import (
-    resolve_threshold,
-)
 from scones.errors import (
     EXIT_FAILED,
     EXIT_REJECTED,
     NotDeployedError,
     UsageProblemError,
 )
-from scones.prefix_batch import PrefixBatchError, format_summary, is_prefix_argument, parse_prefix, run_prefix_batch
-from scones.report import (
+from scones.local.connection import TargetKind, connect, deployed_outputs
+from scones.monitoring.report import (
     format_batch_report,
     plot_batch_precision_coverage,
     summarize_batch,
 )
-from scones.target import TargetKind, connect, deployed_outputs
+from scones.pipeline import steps
+from scones.pipeline.deployment import (
+    resolve_threshold,
+)
+from scones.workflow.batch import (
+    DEFAULT_CONCURRENCY,
+    EXECUTION_TIMEOUT_S,
+    run_endpoint_batch,
+    run_workflow_batch,
+)
+from scones.workflow.execution import ExecutionResult, run_image, run_workflow
+from scones.workflow.prefix_batch import (
+    PrefixBatchError,
+    format_summary,
+    is_prefix_argument,
+    parse_prefix,
+    run_prefix_batch,
+)
 
 
 def parse_image_argument(image: str) -> tuple[dict | None, Path | None]:
@@ -154,7 +160,7 @@ def classify_prefix(
     timeout_s: float,
     as_json: bool,
 ) -> None:
-    """`scones classify s3://BUCKET/PREFIX/`: the orchestration is in scones/prefix_batch.py."""
+    """`scones classify s3://BUCKET/PREFIX/`: the orchestration is in scones/workflow/prefix_batch.py."""
     try:
         bucket, key_prefix = parse_prefix(argument, prefix)
     except PrefixBatchError as e:

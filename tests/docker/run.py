@@ -28,13 +28,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the wrappers' shared command line
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # a script: the repository root, for tests.helpers
 
 import docker_engine
 import docker_images
 from docker_engine import DockerUnavailableError, log
 from docker_images import Docker, ImageBuildError
-from wrapped_command import wrapped_command
+
+from tests.helpers.wrapped_command import wrapped_command
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -20,7 +20,7 @@ from lambdas.contract import CLASSES
 from local_model import inference
 from local_model.captured import read_captured_inferences
 from local_model.classifier import pack_model_tar
-from scones.supervisor import free_port
+from scones.local.supervisor import free_port
 
 TINY = {"epochs": "3", "width": "8", "autoaugment": "true", "seed": "0"}
 PING_TIMEOUT_S = 120

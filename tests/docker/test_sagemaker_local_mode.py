@@ -16,8 +16,8 @@ import pytest
 from lambdas.contract import CLASSES
 from local_model import inference
 from local_model.captured import read_captured_inferences
-from scones import sagemaker_local
-from scones.supervisor import free_port
+from scones.local.supervisor import free_port
+from scones.pipeline import sagemaker_local
 
 ROLE = "arn:aws:iam::000000000000:role/scones-local"  # a dummy: local mode never assumes it
 HYPERPARAMETERS = {"epochs": 3, "width": 8, "autoaugment": True, "seed": 0}

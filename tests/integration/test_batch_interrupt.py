@@ -1,4 +1,4 @@
-"""Ctrl-C during a batch stops the executions it started: a real batch (scones.batch.run_workflow_batch) in a
+"""Ctrl-C during a batch stops the executions it started: a real batch (scones.workflow.batch.run_workflow_batch) in a
 child process, SIGINT once its executions are running, then no execution of the state machine is RUNNING
 and the ones the batch started are ABORTED with the batch's error, and stay so.
 
@@ -25,10 +25,10 @@ import pytest
 
 from cloud.aws import AwsTarget
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
-from cloud.workflow import CLASSIFY_STATE
-from scones.batch import INTERRUPTED_ERROR
-from scones.ledger import choose_images, count_invocations, list_batch_executions
-from scones.model_server import ModelServer
+from scones.local.model_server import ModelServer
+from scones.workflow.batch import INTERRUPTED_ERROR
+from scones.workflow.execution import CLASSIFY_STATE
+from scones.workflow.ledger import choose_images, count_invocations, list_batch_executions
 
 from .conftest import MODEL_URL_VAR
 
@@ -46,7 +46,7 @@ DRIVER = """
 import json, sys
 from pathlib import Path
 from cloud.aws import AwsTarget
-from scones.batch import run_workflow_batch
+from scones.workflow.batch import run_workflow_batch
 outputs, prefix, concurrency, paths = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 images = [(Path(p), Path(p).parent.name) for p in paths]
 run_workflow_batch(AwsTarget(), outputs, images, concurrency=concurrency, name_prefix=prefix, start_executions=True)

@@ -15,9 +15,9 @@ from cloud.aws import AwsTarget
 from lambdas.contract import CLASSES
 from lambdas.summarize_batch import error_name
 from scones import cli
-from scones.emulator import is_ministack
 from scones.errors import EXIT_FAILED
-from scones.prefix_batch import EmptyPrefixError, follow, parse_prefix, run_prefix_batch
+from scones.local.emulator import is_ministack
+from scones.workflow.prefix_batch import EmptyPrefixError, follow, parse_prefix, run_prefix_batch
 
 pytestmark = pytest.mark.integration
 

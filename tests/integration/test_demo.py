@@ -18,9 +18,9 @@ import boto3
 import pytest
 
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
-from scones.emulator import is_reachable
-from scones.state import read_state
-from scones.supervisor import is_port_free
+from scones.local.emulator import is_reachable
+from scones.local.state_file import read_state
+from scones.local.supervisor import is_port_free
 
 pytestmark = pytest.mark.integration
 

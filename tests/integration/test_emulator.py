@@ -9,7 +9,7 @@ import socket
 import boto3
 import pytest
 
-from scones.emulator import (
+from scones.local.emulator import (
     EmulatorError,
     EmulatorPortTakenError,
     Ministack,

@@ -22,14 +22,14 @@ import pytest
 from cloud.aws import AwsTarget
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from cloud.stack import stack_status
-from cloud.workflow import ExecutionResult, run_workflow, start_execution, upload_image, wait_for_execution
 from lambdas import clients
 from lambdas.classify_image import invoke_endpoint
 from local_model.capture import CAPTURE_WRITE_ERROR
-from scones.emulator import Ministack, local_aws_environment
 from scones.errors import EXIT_ENVIRONMENT, EXIT_OK
-from scones.model_server import ModelServer
-from scones.supervisor import free_port
+from scones.local.emulator import Ministack, local_aws_environment
+from scones.local.model_server import ModelServer
+from scones.local.supervisor import free_port
+from scones.workflow.execution import ExecutionResult, run_workflow, start_execution, upload_image, wait_for_execution
 
 from .conftest import CONFIDENCE_THRESHOLD, ENDPOINT_NAME, MODEL_URL_VAR
 

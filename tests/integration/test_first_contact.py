@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from local_model.classifier import pack_model_tar
-from scones import steps
+from scones.pipeline import steps
 
 from .conftest import ENDPOINT_NAME, MODEL_URL_VAR
 from .up_process import start_up

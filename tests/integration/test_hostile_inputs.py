@@ -26,14 +26,14 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from cloud.workflow import (
+from lambdas.contract import CLASSES
+from scones.local.emulator import is_ministack
+from scones.workflow.execution import (
     ExecutionResult,
     ExecutionTimeoutError,
     upload_image,
     wait_for_execution,
 )
-from lambdas.contract import CLASSES
-from scones.emulator import is_ministack
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
@@ -184,8 +184,8 @@ def run_one(
     stack: dict, event: object, raw_input: str | None = None, timeout_s: float = EXECUTION_TIMEOUT_S
 ) -> Outcome:
     """Start an execution on `event` (or on `raw_input`, JSON text our own json cannot write) and wait.
-    Straight through boto3, as any client of the state machine may: cloud.workflow.start_execution would
-    refuse some of these inputs itself (tests/unit/test_workflow_start.py), and the workflow's own
+    Straight through boto3, as any client of the state machine may: scones.workflow.execution.start_execution would
+    refuse some of these inputs itself (tests/unit/scones/workflow/test_execution_start.py), and the workflow's own
     validation is what is tested here."""
     sfn = boto3.client("stepfunctions")
     try:
@@ -237,9 +237,10 @@ def test_hostile_input_ends_in_its_named_error_or_a_verdict(outcomes, aws_endpoi
 
 @pytest.mark.parametrize("depth", [2_000, 10_000, 50_000])
 def test_json_nested_deeper_than_python_parses_is_refused_or_stopped_never_left_running(stack, aws_endpoint, depth):
-    # `scones` refuses these before StartExecution (cloud.workflow.start_execution, see
-    # tests/unit/test_workflow_start.py). Sent straight to StartExecution, as text since our json cannot even
-    # write them (Python parses about 1,000 levels), they never reach our handlers, so no name of ours applies.
+    # `scones` refuses these before StartExecution (scones.workflow.execution.start_execution, see
+    # tests/unit/scones/workflow/test_execution_start.py). Sent straight to StartExecution, as text since our json
+    # cannot even write them (Python parses about 1,000 levels), they never reach our handlers, so no name of ours
+    # applies.
     # AWS and LocalStack refuse them, at StartExecution or as a failed execution. ministack 1.5.33 accepts them
     # and the execution never ends (the interpreter's RecursionError is lost): there the deadline's
     # stop_execution must end it, and nothing stays RUNNING.

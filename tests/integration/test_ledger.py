@@ -1,5 +1,5 @@
 """The load ledger, small: 100 real images through the deployed workflow, 8 executions at a time, with
-scones.ledger (the code benchmarks/load_ledger.py runs at 1000 x 32), and each item of the ledger asserted.
+scones.workflow.ledger (the code benchmarks/load_ledger.py runs at 1000 x 32), and each item of the ledger asserted.
 
 Against `docker compose` (tests/docker/run.py sets SCONES_IT_MODEL_URL) the model server runs in its own
 container: its access log is the container's stdout and it captures nothing unless told, so the 5xx and
@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from cloud.aws import AwsTarget
-from scones.ledger import (
+from scones.workflow.ledger import (
     Ledger,
     ModelServerFiles,
     check_ledger,

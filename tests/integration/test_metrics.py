@@ -14,13 +14,13 @@ import uuid
 
 import boto3
 import pytest
-from emf_spec import check_emf
 
 from cloud.artifacts import TEMPLATE_PATH
 from cloud.aws import AwsTarget
 from cloud.template import read_template
-from cloud.workflow import run_image
-from scones.emulator import is_ministack
+from scones.local.emulator import is_ministack
+from scones.workflow.execution import run_image
+from tests.helpers.emf_spec import check_emf
 
 pytestmark = pytest.mark.integration
 

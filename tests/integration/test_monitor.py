@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cloud.aws import AwsTarget
-from cloud.workflow import run_image
 from local_model.captured import read_captured_inferences
 from scones import cli
-from scones.model_server import ModelServer
+from scones.local.model_server import ModelServer
+from scones.workflow.execution import run_image
 
 from .conftest import ENDPOINT_NAME, MODEL_URL_VAR
 

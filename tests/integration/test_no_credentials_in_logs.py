@@ -16,7 +16,7 @@ import pytest
 
 from cloud.aws import AwsTarget
 from cloud.deploy import deploy_stack
-from cloud.workflow import run_image
+from scones.workflow.execution import run_image
 
 from .conftest import EMULATOR_CONTAINER_VAR, MODEL_URL_VAR
 
@@ -27,7 +27,7 @@ EXECUTION_TIMEOUT_S = 120.0
 
 def emulator_log_files() -> list[Path]:
     """The log files of the emulators started by this project under the temporary directory (ministack
-    by scones/emulator.py, LocalStack by tests/localstack/run.py, its Lambda handlers' output too)."""
+    by scones/local/emulator.py, LocalStack by tests/localstack/run.py, its Lambda handlers' output too)."""
     root = Path(tempfile.gettempdir())
     patterns = (
         "scones-ministack-*/ministack.log",

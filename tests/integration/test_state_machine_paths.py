@@ -17,10 +17,10 @@ from botocore.config import Config
 from cfnlint.decode import decode_str
 
 from cloud import artifacts as deploy_artifacts
-from cloud.workflow import ExecutionResult
 from lambdas import contract
 from lambdas.filter_low_confidence import check_confidence
-from scones.emulator import is_ministack
+from scones.local.emulator import is_ministack
+from scones.workflow.execution import ExecutionResult
 
 pytestmark = pytest.mark.integration
 

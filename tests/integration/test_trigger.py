@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from cloud.workflow import (
+from scones.pipeline.deployment import CAPTURE_PREFIX
+from scones.workflow.execution import (
     TRIGGER_TIMEOUT_S,
     TriggeredExecutions,
     image_key,
     wait_for_execution,
 )
-from scones.deployment import CAPTURE_PREFIX
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ import psutil
 import pytest
 
 from local_model.classifier import pack_model_tar
-from scones import steps
-from scones.emulator import Ministack
 from scones.errors import EXIT_ENVIRONMENT, EXIT_OK
-from scones.state import read_state
+from scones.local.emulator import Ministack
+from scones.local.state_file import read_state
+from scones.pipeline import steps
 
 from .up_process import start_up
 

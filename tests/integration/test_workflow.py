@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from cloud.aws import AwsTarget
 from cloud.deploy import deploy_stack
-from cloud.workflow import run_image, run_workflow, upload_image
 from lambdas.contract import CLASSES, MAX_EVENT_BYTES
 from scones import cli
 from scones.errors import EXIT_REJECTED
+from scones.workflow.execution import run_image, run_workflow, upload_image
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the wrappers' shared command line
-from wrapped_command import wrapped_command
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # a script: the repository root, for tests.helpers
+from tests.helpers.wrapped_command import wrapped_command
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -10,13 +10,13 @@ import boto3
 import botocore.endpoint
 import pytest
 import torch
-from image_samples import make_model_dir
 from moto import mock_aws
-from promotion_helpers import FAKE_DOCKER, IMAGE_ID, FakeDocker, registry_receives
 
 from cloud import promote
 from cloud.image import ensure_repository, push_image
 from local_model.artifact import pack_model_tar
+from tests.helpers.image_samples import make_model_dir
+from tests.helpers.promotion_helpers import FAKE_DOCKER, IMAGE_ID, FakeDocker, registry_receives
 
 
 def use_offline_aws(monkeypatch: pytest.MonkeyPatch, region: str) -> None:
