@@ -180,6 +180,14 @@ def colour_items(path: ExecutionPath, graph: LaidOutGraph, map_state: str, resul
     own, outside this history): each end state with its count, the tasks as passed when any item got past them."""
     counts = item_outcomes(results)
     statuses = {"Routed": SUCCEEDED, "Rejected": CAUGHT, "Filter Failed": FAILED, "Item Failed": FAILED}
+    failed_by_filter = [
+        error_name(item.get("error"), item.get("cause"))
+        for item in (results if isinstance(results, list) else [])
+        if isinstance(item, dict) and item.get("outcome") == "failed" and item.get("inferences")
+    ]
+    if failed_by_filter and set(failed_by_filter) == {LOW_CONFIDENCE}:
+        # An emulator that drops error names (ministack) lands low confidence here, not in Rejected.
+        statuses["Filter Failed"] = REJECTED
     inner = [n for n in graph.states if n.parent == map_state]
     reached_filter = counts["Routed"] + counts["Rejected"] + counts["Filter Failed"]
     for node in inner:
