@@ -178,8 +178,9 @@ def _clusters(nodes: list[Node]) -> list[Cluster]:
 
 
 def _translated(nodes: list[Node], edges: list[GraphEdge], clusters: list[Cluster]) -> LaidOutGraph:
-    xs = [n.x - n.width / 2 for n in nodes] + [c.x for c in clusters]
-    ys = [n.y - n.height / 2 for n in nodes] + [c.y for c in clusters]
+    points = [p for e in edges for p in e.points]  # an edge bent around a node may reach past every node
+    xs = [n.x - n.width / 2 for n in nodes] + [c.x for c in clusters] + [x for x, _ in points]
+    ys = [n.y - n.height / 2 for n in nodes] + [c.y for c in clusters] + [y for _, y in points]
     dx, dy = MARGIN - min(xs), MARGIN - min(ys)
     for node in nodes:
         node.x, node.y = node.x + dx, node.y + dy
@@ -187,8 +188,9 @@ def _translated(nodes: list[Node], edges: list[GraphEdge], clusters: list[Cluste
         edge.points = [(x + dx, y + dy) for x, y in edge.points]
     for cluster in clusters:
         cluster.x, cluster.y = cluster.x + dx, cluster.y + dy
-    right = max([n.x + n.width / 2 for n in nodes] + [c.x + c.width for c in clusters])
-    bottom = max([n.y + n.height / 2 for n in nodes] + [c.y + c.height for c in clusters])
+    points = [p for e in edges for p in e.points]
+    right = max([n.x + n.width / 2 for n in nodes] + [c.x + c.width for c in clusters] + [x for x, _ in points])
+    bottom = max([n.y + n.height / 2 for n in nodes] + [c.y + c.height for c in clusters] + [y for _, y in points])
     return LaidOutGraph(nodes, edges, clusters, right + MARGIN, bottom + MARGIN)
 
 

@@ -53,7 +53,7 @@ def count_states(definition: dict) -> int:
 
 @pytest.fixture(scope="module")
 def console(stack, tmp_path_factory):
-    name = stack["StateMachineArn"].rsplit(":", 1)[-1]
+    name = stack["StateMachineArn"].rsplit(":", 1)[-1].removesuffix("-image-classification")
     with ConsoleServer(
         AwsTarget(), stack, stack_name=name, target="the test emulator", workdir=tmp_path_factory.mktemp("console")
     ) as server:
