@@ -33,6 +33,7 @@ from scones.cli.common import (
     say,
     say_outputs,
 )
+from scones.console.server import console_beside
 from scones.errors import (
     EXIT_FAILED,
     EmulatorNotRunningError,
@@ -233,10 +234,12 @@ def up(
                 say(f"up: state in {state_path(workdir)}. For the AWS CLI, boto3 or the SageMaker SDK elsewhere:")
                 for line in export_lines(connection, env.deployment.model_server_url):
                     say(f"  export {line}")
-                say("then: scones classify IMAGE.png | scones evaluate | scones captures | scones teardown")
-                say("Ctrl-C stops everything.")
-                ready = True
-                wait_until_interrupted((connection.emulator, env.deployment.model_server))
+                with console_beside(connection, env.deployment.outputs, stack_name, workdir) as console:
+                    say(f"console: {console.url} (executions, their graph and path, images, logs)")
+                    say("then: scones classify IMAGE.png | scones evaluate | scones captures | scones teardown")
+                    say("Ctrl-C stops everything.")
+                    ready = True
+                    wait_until_interrupted((connection.emulator, env.deployment.model_server))
     except KeyboardInterrupt:
         if not ready:
             raise  # interrupted while starting: exit code 130

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from local_model.capture import CaptureError
 from local_model.captured import CaptureReadProblems, read_captured_inferences
+from scones.console.server import console_beside
 from scones.local.connection import TargetKind, connect
 from scones.local.environment import export_lines, local_environment, wait_until_interrupted
 from scones.monitoring.report import (
@@ -130,9 +131,11 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
                 for line in export_lines(connection, env.deployment.model_server_url):
                     say(f"  export {line}")
                 say("  scones classify IMAGE.png   scones evaluate   scones captures")
-                say("Ctrl-C (or `scones teardown`) stops everything.")
-                with contextlib.suppress(KeyboardInterrupt):
-                    wait_until_interrupted((connection.emulator, env.deployment.model_server))
+                with console_beside(connection, outputs, options.deploy.stack_name, workdir) as console:
+                    say(f"console: {console.url} (executions, their graph and path, images, logs)")
+                    say("Ctrl-C (or `scones teardown`) stops everything.")
+                    with contextlib.suppress(KeyboardInterrupt):
+                        wait_until_interrupted((connection.emulator, env.deployment.model_server))
             say("stopping" + ("" if options.keep_running else " (--keep-running would leave it all running)"))
         stopped = "the emulator and the model server" if connection.embedded else "the model server"
         say(f"stopped {stopped}; deleted stack {options.deploy.stack_name}")
