@@ -42,7 +42,7 @@ def test_starts_on_a_free_port_answers_and_stops(model_dir, tmp_path):
     with server:
         assert server.running
         assert server.url == f"http://127.0.0.1:{server.port}"
-        assert get(f"{server.url}/ping") == (200, {"status": "healthy"})
+        assert get(f"{server.url}/ping") == (200, {"status": "healthy", "model_version": 1, "reloads": 0})
         assert len(invoke(server.url, png_rgba())) == 2
         port = server.port
     assert not server.running
