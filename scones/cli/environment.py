@@ -67,6 +67,7 @@ from scones.state import (
     write_state,
 )
 from scones.target import ENDPOINT_URL_VAR, TargetKind, configured_emulator, connect, deployed_outputs
+from scones.watcher import watch_session
 
 OWNER_STOP_TIMEOUT_S = 120.0  # `scones up` deletes its stack before it exits: seconds on an emulator
 
@@ -244,6 +245,14 @@ def up(
     emulator_port: EmulatorPort = None,
     model_port: ModelPort = None,
     source_dir: SourceDir = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="apply edits of lambdas/, statemachine/, cloud/template.yaml and the model's tarball to the running "
+            "stack as they are saved, with the least work; a broken edit is reported and not applied",
+        ),
+    ] = False,
 ) -> None:
     """Start the embedded emulator and the model server, deploy the stack, and stay in the foreground until
     Ctrl-C (the embedded `docker compose up`). Needs a trained model (`scones train`).
@@ -271,9 +280,18 @@ def up(
                 for line in export_lines(connection, env.deployment.model_server_url):
                     say(f"  export {line}")
                 say("then: scones classify IMAGE.png | scones evaluate | scones captures | scones teardown")
+                watcher = None
+                if watch:
+                    server = env.deployment.model_server
+                    watcher = watch_session(connection, options, workdir, server, say).start()
+                    say(f"watching {', '.join(map(str, watcher.folders))} for changes")
                 say("Ctrl-C stops everything.")
                 ready = True
-                wait_until_interrupted((connection.emulator, env.deployment.model_server))
+                try:
+                    wait_until_interrupted((connection.emulator, env.deployment.model_server))
+                finally:
+                    if watcher is not None:
+                        watcher.stop()
     except KeyboardInterrupt:
         if not ready:
             raise  # interrupted while starting: exit code 130

@@ -1,0 +1,361 @@
+"""Changed sources applied to a running stack with the least work (`scones up --watch`, scones/watcher.py):
+a handler edit updates the code of the functions whose zip changed (UpdateFunctionCode, nothing uploaded), an
+ASL edit that state machine's definition (UpdateStateMachine, its placeholders filled as the template's
+DefinitionSubstitutions fill them), a template edit goes through a change set, a new model.tar.gz is reloaded
+by the running model server in place. Nothing is applied that fails its check: a syntax error, a handler that
+does not import, an ASL the lint stage's asl-validator refuses, a template that is not CloudFormation YAML, a
+model.tar.gz that does not unpack; the running version keeps serving and the error is reported."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from cloud import manifest
+from cloud.artifacts import LAMBDA_HANDLERS, ROOT, SourceTree, artifact_digests, build_artifacts, build_lambda_zip
+from cloud.aws import AwsTarget
+from cloud.polling import PollTimeoutError, poll
+from cloud.stack import stack_resource_id
+from cloud.template import TemplateError, load_template
+from scones.errors import StepFailedError
+from scones.invoke import FUNCTIONS
+
+ASL_VALIDATOR = ROOT / "node_modules" / ".bin" / "asl-validator"  # package.json's, as the lint stage runs it
+CHECK_TIMEOUT_S = 60.0
+FUNCTION_UPDATE_TIMEOUT_S = 60.0
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+
+class RejectedEditError(StepFailedError):
+    """An edit that fails its check: it is not applied, and the running version keeps serving."""
+
+
+class NeedsChangeSetError(Exception):
+    """The edit cannot be applied alone (a placeholder the updater cannot resolve): a change set applies it."""
+
+
+@dataclass
+class Applied:
+    """The digests of what the running stack runs, as the updater last applied them."""
+
+    zips: dict[str, str] = field(default_factory=dict)  # handler module -> sha256 of its zip
+    definitions: dict[str, str] = field(default_factory=dict)  # template parameter -> sha256 of the ASL file
+    template: str = ""
+    model: str = ""
+
+
+@dataclass
+class Update:
+    """One reload: what changed, what was updated (or why nothing was), and how long it took."""
+
+    changed: list[str]
+    updated: list[str] = field(default_factory=list)
+    rejected: str | None = None  # why the edit was not applied
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        what = ", ".join(self.changed) or "nothing"
+        if self.rejected:
+            return f"{what} changed: NOT applied, the running version keeps serving: {self.rejected}"
+        done = "; ".join(self.updated) or "no deployed artifact changed"
+        return f"{what} changed -> {done} ({self.seconds:.2f} s)"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- Checks --------------------------------------------------------------------------------------------
+
+
+def check_syntax(paths: list[Path]) -> None:
+    """RejectedEditError naming the file and line of the first syntax error among `paths`."""
+    for path in paths:
+        try:
+            compile(path.read_bytes(), str(path), "exec")
+        except SyntaxError as e:
+            raise RejectedEditError(f"SyntaxError in {path.name} line {e.lineno}: {e.msg}") from e
+
+
+IMPORT_CHECK = """
+import importlib, sys, traceback
+sys.path.insert(0, sys.argv[1])
+for module in sys.argv[2:]:
+    try:
+        importlib.import_module(module)
+    except BaseException as e:
+        print(f"{module}: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+"""
+
+
+def check_imports(zips: dict[str, bytes], python: str = sys.executable) -> None:
+    """Import each handler from its own zip, in a fresh isolated interpreter (`-I`: no PYTHONPATH, no user site;
+    the handlers' interpreter on both emulators), as the Lambda runtime imports it on a cold start;
+    RejectedEditError with the failure."""
+    with tempfile.TemporaryDirectory(prefix="scones-import-check-") as folder:
+        for handler, data in zips.items():
+            (Path(folder) / f"{handler}.zip").write_bytes(data)
+            command = [python, "-I", "-c", IMPORT_CHECK, str(Path(folder) / f"{handler}.zip"), f"lambdas.{handler}"]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, cwd=folder)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+                raise RejectedEditError(f"the handler does not import: {last}")
+
+
+def check_definition(path: Path, validator: Path = ASL_VALIDATOR) -> str | None:
+    """RejectedEditError unless `path` is a valid ASL definition: by the lint stage's asl-validator, or, where
+    Node.js is absent, by a JSON and structure check (the returned note says so)."""
+    text = path.read_text()
+    try:
+        definition = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RejectedEditError(f"{path.name} is not JSON: {e}") from e
+    node = shutil.which("node")
+    if node is None or not validator.exists():
+        check_structure(definition, path.name)
+        return f"Node.js or {validator.name} not found: checked as JSON and its states' transitions only"
+    done = subprocess.run(
+        [str(validator), "--json-path", str(path)], capture_output=True, text=True, timeout=CHECK_TIMEOUT_S
+    )
+    if done.returncode != 0:
+        found = " / ".join(line.strip() for line in (done.stdout + done.stderr).splitlines()[1:] if line.strip())
+        raise RejectedEditError(f"asl-validator refuses {path.name}: {found or done.stdout.strip()}")
+    return None
+
+
+def check_structure(definition: object, name: str) -> None:
+    """The part of asl-validator's check that needs no Node: StartAt and every Next name a state, some state ends."""
+    if not isinstance(definition, dict) or not isinstance(definition.get("States"), dict):
+        raise RejectedEditError(f"{name} has no States object")
+    states = definition["States"]
+    if definition.get("StartAt") not in states:
+        raise RejectedEditError(f"{name}: StartAt {definition.get('StartAt')!r} names no state")
+    for state_name, state in states.items():
+        following = [state.get("Next"), state.get("Default"), *(c.get("Next") for c in state.get("Choices", []))]
+        following += [c.get("Next") for c in state.get("Catch", [])]
+        missing = [n for n in following if n is not None and n not in states]
+        if missing:
+            raise RejectedEditError(f"{name}: state {state_name!r} goes to {missing[0]!r}, which is not a state")
+    if not any(s.get("End") or s.get("Type") in ("Succeed", "Fail") for s in states.values()):
+        raise RejectedEditError(f"{name}: no state ends the execution")
+
+
+# --- The updater ---------------------------------------------------------------------------------------
+
+
+class HotUpdater:
+    """Applies changed sources to the running stack `stack_name`. `redeploy` runs a change set with the current
+    sources (deploy as `scones up` did); `reload_model` makes the running model server load a new model."""
+
+    def __init__(
+        self,
+        target: AwsTarget,
+        stack_name: str,
+        sources: SourceTree,
+        model_tarball: Path,
+        redeploy: Callable[[], None],
+        reload_model: Callable[[], str],
+        manifest_path: Path | None = None,
+    ):
+        self.target = target
+        self.stack_name = stack_name
+        self.sources = sources
+        self.model_tarball = model_tarball
+        self.redeploy = redeploy
+        self.reload_model = reload_model
+        self.manifest_path = manifest_path
+        self.applied = Applied()
+        self._substitutions: dict[str, dict[str, str]] = {}
+
+    # What the stack runs now ------------------------------------------------------------------------------
+
+    def current(self) -> Applied:
+        """The digests of the sources as they are now."""
+        return Applied(
+            zips={h: sha256(build_lambda_zip(h, self.sources.lambdas_dir)) for h in LAMBDA_HANDLERS.values()},
+            definitions={p: sha256(path.read_bytes()) for p, path in self.sources.state_machines.items()},
+            template=sha256(self.sources.template.read_bytes()),
+            model=sha256(self.model_tarball.read_bytes()) if self.model_tarball.is_file() else "",
+        )
+
+    def mark_deployed(self) -> None:
+        """The stack was just deployed from the sources as they are: they are what runs."""
+        self.applied = self.current()
+        self._substitutions.clear()
+
+    # One reload ------------------------------------------------------------------------------------------
+
+    def apply(self, changed: list[str]) -> Update:
+        """Apply whatever differs from what runs, least work first; never raises for a rejected edit."""
+        started = time.monotonic()
+        update = Update(changed)
+        try:
+            self._apply(update)
+        except RejectedEditError as e:
+            update.rejected = str(e)
+        update.seconds = time.monotonic() - started
+        return update
+
+    def _apply(self, update: Update) -> None:
+        now = self.current()
+        if now.template != self.applied.template:
+            self._change_set(update, "the template changed")
+            return
+        if now.model != self.applied.model:
+            self._reload_model(update, now)
+        zips = [h for h, digest in now.zips.items() if digest != self.applied.zips.get(h)]
+        if zips:
+            self._update_functions(update, zips, now)
+        machines = [p for p, digest in now.definitions.items() if digest != self.applied.definitions.get(p)]
+        if machines:
+            try:
+                self._update_state_machines(update, machines, now)
+            except NeedsChangeSetError as e:
+                self._change_set(update, str(e))
+
+    def _change_set(self, update: Update, why: str) -> None:
+        try:
+            load_template(self.sources.template.read_text())
+        except TemplateError as e:
+            raise RejectedEditError(str(e)) from e
+        for path in self.sources.lambdas_dir.glob("*.py"):
+            check_syntax([path])
+        for path in self.sources.state_machines.values():
+            check_definition(path)
+        self.redeploy()
+        self.mark_deployed()
+        self._write_manifest()
+        update.updated.append(f"stack {self.stack_name} updated through a change set ({why})")
+
+    def _reload_model(self, update: Update, now: Applied) -> None:
+        try:
+            version = self.reload_model()
+        except Exception as e:  # whatever the new model's fault, the loaded one keeps serving
+            raise RejectedEditError(f"the new model.tar.gz was not loaded: {type(e).__name__}: {e}") from e
+        self.applied.model = now.model
+        update.updated.append(f"model server reloaded the new model.tar.gz ({version})")
+
+    def _update_functions(self, update: Update, handlers: list[str], now: Applied) -> None:
+        zips = {h: build_lambda_zip(h, self.sources.lambdas_dir) for h in handlers}
+        check_syntax(sorted(self.sources.lambdas_dir.glob("*.py")))
+        check_imports(zips)
+        client = self.target.client("lambda")
+        names = {h: self._physical_id(FUNCTIONS[h]) for h in handlers}
+        for handler in handlers:
+            client.update_function_code(FunctionName=names[handler], ZipFile=zips[handler])
+        for handler in handlers:
+            wait_until_updated(client, names[handler])
+            self.applied.zips[handler] = now.zips[handler]
+            update.updated.append(f"function {names[handler]} (UpdateFunctionCode)")
+        self._write_manifest()
+
+    def _update_state_machines(self, update: Update, parameters: list[str], now: Applied) -> None:
+        definitions = {}
+        for parameter in parameters:
+            path = self.sources.state_machines[parameter]
+            note = check_definition(path)
+            if note:
+                update.updated.append(f"({note})")
+            definitions[parameter] = self._substituted(parameter, path.read_text())
+        client = self.target.client("stepfunctions")
+        for parameter, definition in definitions.items():
+            arn = self._state_machine_arn(parameter)
+            client.update_state_machine(stateMachineArn=arn, definition=definition)
+            self.applied.definitions[parameter] = now.definitions[parameter]
+            update.updated.append(f"state machine {arn.rsplit(':', 1)[-1]} (UpdateStateMachine)")
+        self._write_manifest()
+
+    # The stack's names, ARNs and substitutions --------------------------------------------------------------
+
+    def _physical_id(self, logical_id: str) -> str:
+        physical = stack_resource_id(self.target.client("cloudformation"), self.stack_name, logical_id)
+        if not physical:
+            raise NeedsChangeSetError(f"stack {self.stack_name} has no {logical_id} yet")
+        return physical
+
+    def _state_machine_resource(self, parameter: str) -> tuple[str, dict]:
+        template = load_template(self.sources.template.read_text())
+        for logical_id, resource in template["Resources"].items():
+            location = resource.get("Properties", {}).get("DefinitionS3Location", {})
+            if resource.get("Type") == "AWS::StepFunctions::StateMachine" and location.get("Key") == {"Ref": parameter}:
+                return logical_id, resource["Properties"]
+        raise NeedsChangeSetError(f"no state machine of the template reads its definition from {parameter}")
+
+    def _state_machine_arn(self, parameter: str) -> str:
+        logical_id, _ = self._state_machine_resource(parameter)
+        return self._physical_id(logical_id)
+
+    def _substituted(self, parameter: str, text: str) -> str:
+        """The definition as CloudFormation would deploy it: each ${Name} replaced by its DefinitionSubstitutions
+        value (function ARNs, parameters), resolved against the running stack once and kept."""
+        if parameter not in self._substitutions:
+            _, properties = self._state_machine_resource(parameter)
+            self._substitutions[parameter] = {
+                name: self._resolve(value) for name, value in properties.get("DefinitionSubstitutions", {}).items()
+            }
+        values = self._substitutions[parameter]
+        unknown = sorted(set(PLACEHOLDER.findall(text)) - set(values))
+        if unknown:
+            raise NeedsChangeSetError(f"the definition uses ${{{unknown[0]}}}, which DefinitionSubstitutions lacks")
+        return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+    def _resolve(self, value: object) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict) and "Fn::GetAtt" in value and value["Fn::GetAtt"][1] == "Arn":
+            name = self._physical_id(value["Fn::GetAtt"][0])
+            if name.startswith("arn:"):
+                return name
+            with contextlib.suppress(ClientError):
+                return self.target.client("lambda").get_function_configuration(FunctionName=name)["FunctionArn"]
+        if isinstance(value, dict) and "Ref" in value:
+            stack = self.target.client("cloudformation").describe_stacks(StackName=self.stack_name)["Stacks"][0]
+            parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+            if value["Ref"] in parameters:
+                return parameters[value["Ref"]]
+            return self._physical_id(value["Ref"])
+        raise NeedsChangeSetError(f"a substitution the updater cannot resolve alone: {value!r}")
+
+    def _write_manifest(self) -> None:
+        """What runs now is what was tested: the record a promotion checks follows the hot updates."""
+        if self.manifest_path is None or not self.manifest_path.is_file():
+            return
+        try:
+            recorded = manifest.read_manifest(self.manifest_path)
+        except manifest.ManifestError:
+            return  # the next full deploy writes a fresh one
+        tarball = self.model_tarball if self.model_tarball.is_file() else None
+        digests = artifact_digests(build_artifacts(tarball, self.sources), None, self.sources)
+        if image_id := recorded.artifacts.get(manifest.MODEL_IMAGE_ID):
+            digests[manifest.MODEL_IMAGE_ID] = image_id
+        fresh = manifest.Manifest(digests, recorded.target, recorded.stack_name, recorded.region)
+        manifest.write_manifest(self.manifest_path, fresh)
+
+
+def wait_until_updated(client, function_name: str) -> None:
+    """UpdateFunctionCode is asynchronous on AWS (LastUpdateStatus InProgress, then Successful): wait for it."""
+    try:
+        configuration = poll(
+            lambda: client.get_function_configuration(FunctionName=function_name),
+            lambda c: c.get("LastUpdateStatus", "Successful") != "InProgress",
+            timeout_s=FUNCTION_UPDATE_TIMEOUT_S,
+            interval_s=0.05,
+            max_interval_s=1.0,
+        )
+    except PollTimeoutError as e:
+        raise StepFailedError(f"{function_name} was still updating after {FUNCTION_UPDATE_TIMEOUT_S:.0f} s") from e
+    if configuration.get("LastUpdateStatus") == "Failed":
+        raise StepFailedError(f"updating {function_name} failed: {configuration.get('LastUpdateStatusReason')}")
