@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +35,7 @@ from cloud.template import TemplateError, load_template
 from scones.errors import StepFailedError
 from scones.invoke import FUNCTIONS
 
-ASL_VALIDATOR = ROOT / "node_modules" / ".bin" / "asl-validator"  # package.json's, as the lint stage runs it
+ASL_VALIDATOR_PACKAGE = ROOT / "node_modules" / "asl-validator"  # package.json's, which the lint stage runs
 CHECK_TIMEOUT_S = 60.0
 FUNCTION_UPDATE_TIMEOUT_S = 60.0
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
@@ -89,51 +92,177 @@ def check_syntax(paths: list[Path]) -> None:
             raise RejectedEditError(f"SyntaxError in {path.name} line {e.lineno}: {e.msg}") from e
 
 
-IMPORT_CHECK = """
-import importlib, sys, traceback
-sys.path.insert(0, sys.argv[1])
-for module in sys.argv[2:]:
-    try:
-        importlib.import_module(module)
-    except BaseException as e:
-        print(f"{module}: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
+# The import checker: an isolated interpreter (`-I`: no PYTHONPATH, no user site; the handlers' interpreter on
+# both emulators) that has imported what every handler imports (boto3: most of a cold start), then forks once per
+# check, so each handler is imported fresh from its own zip, as the Lambda runtime imports it on a cold start, in
+# milliseconds instead of an interpreter's start-up. Each answer is one JSON line on the checker's stdout.
+IMPORT_CHECKER = """
+import importlib, json, os, sys
+import boto3, botocore.config
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        answer = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)  # what the handler prints at import must not mix with the answers
+        sys.path.insert(0, request["zip"])
+        try:
+            importlib.import_module(request["module"])
+            answer.write(json.dumps({"error": None}) + "\\n")
+        except BaseException as e:
+            answer.write(json.dumps({"error": f"{request['module']}: {type(e).__name__}: {e}"}) + "\\n")
+        answer.flush()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        print(json.dumps({"error": f"{request['module']}: the import killed the interpreter ({status})"}), flush=True)
 """
 
 
-def check_imports(zips: dict[str, bytes], python: str = sys.executable) -> None:
-    """Import each handler from its own zip, in a fresh isolated interpreter (`-I`: no PYTHONPATH, no user site;
-    the handlers' interpreter on both emulators), as the Lambda runtime imports it on a cold start;
-    RejectedEditError with the failure."""
-    with tempfile.TemporaryDirectory(prefix="scones-import-check-") as folder:
+class ImportChecker:
+    """Imports handlers from their zips in a forked, isolated interpreter (IMPORT_CHECKER), started on first use."""
+
+    def __init__(self, python: str = sys.executable):
+        self.python = python
+        self._process: subprocess.Popen | None = None
+        self._folder = tempfile.TemporaryDirectory(prefix="scones-import-check-")
+
+    def start(self) -> None:
+        self._checker()
+
+    def _checker(self) -> subprocess.Popen:
+        if self._process is None or self._process.poll() is not None:
+            self._process = subprocess.Popen(
+                [self.python, "-I", "-c", IMPORT_CHECKER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                cwd=self._folder.name,
+                start_new_session=True,  # a check's hung child goes with it (close)
+            )
+        return self._process
+
+    def check(self, zips: dict[str, bytes]) -> None:
+        """RejectedEditError naming the first handler that does not import from its zip."""
         for handler, data in zips.items():
-            (Path(folder) / f"{handler}.zip").write_bytes(data)
-            command = [python, "-I", "-c", IMPORT_CHECK, str(Path(folder) / f"{handler}.zip"), f"lambdas.{handler}"]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, cwd=folder)
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-                raise RejectedEditError(f"the handler does not import: {last}")
+            path = Path(self._folder.name) / f"{handler}.zip"
+            path.write_bytes(data)
+            error = self._ask({"zip": str(path), "module": f"lambdas.{handler}"})
+            if error:
+                raise RejectedEditError(f"the handler does not import: {error}")
+
+    def _ask(self, request: dict) -> str | None:
+        checker = self._checker()
+        checker.stdin.write(json.dumps(request) + "\n")
+        checker.stdin.flush()
+        ready, _, _ = select.select([checker.stdout], [], [], CHECK_TIMEOUT_S)
+        line = checker.stdout.readline() if ready else ""
+        if not line:
+            self.close()  # hung or dead: a fresh one next time
+            return f"{request['module']}: no answer from the import check within {CHECK_TIMEOUT_S:.0f} s"
+        return json.loads(line)["error"]
+
+    def close(self) -> None:
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+            self._process = None
 
 
-def check_definition(path: Path, validator: Path = ASL_VALIDATOR) -> str | None:
-    """RejectedEditError unless `path` is a valid ASL definition: by the lint stage's asl-validator, or, where
-    Node.js is absent, by a JSON and structure check (the returned note says so)."""
-    text = path.read_text()
-    try:
-        definition = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RejectedEditError(f"{path.name} is not JSON: {e}") from e
-    node = shutil.which("node")
-    if node is None or not validator.exists():
-        check_structure(definition, path.name)
-        return f"Node.js or {validator.name} not found: checked as JSON and its states' transitions only"
-    done = subprocess.run(
-        [str(validator), "--json-path", str(path)], capture_output=True, text=True, timeout=CHECK_TIMEOUT_S
-    )
-    if done.returncode != 0:
-        found = " / ".join(line.strip() for line in (done.stdout + done.stderr).splitlines()[1:] if line.strip())
-        raise RejectedEditError(f"asl-validator refuses {path.name}: {found or done.stdout.strip()}")
-    return None
+# asl-validator, the lint stage's (package.json), kept running: one JSON line in (the definition's text), one
+# out, with the options its command line uses by default (ARN and path checks on). The package builds and
+# compiles a new Ajv schema set on every call (most of a second on a busy machine, on top of Node's start-up),
+# so this process shares one Ajv instance between calls: the same schemas and formats each time, compiled
+# once; adding a keyword already there is skipped. tests/unit/test_hot_update.py checks that its verdicts
+# are the command line's.
+ASL_CHECKER = """
+const path = require("path");
+const ajvPath = require.resolve("ajv", {paths: [path.dirname(require.resolve(process.argv[1]))]});
+const RealAjv = require(ajvPath).default;
+let shared = null;
+function SharedAjv(options) {
+  if (shared === null) {
+    shared = new RealAjv(options);
+    const addKeyword = shared.addKeyword.bind(shared);
+    shared.addKeyword = (definition, ...rest) => {
+      const name = typeof definition === "string" ? definition : definition.keyword;
+      return [].concat(name).every((n) => shared.getKeyword(n)) ? shared : addKeyword(definition, ...rest);
+    };
+  }
+  return shared;
+}
+SharedAjv.default = SharedAjv;
+Object.defineProperty(SharedAjv, "__esModule", {value: true});
+require.cache[ajvPath].exports = SharedAjv;
+const validator = require(process.argv[1]);
+const validate = validator.default || validator;
+require("readline").createInterface({input: process.stdin}).on("line", (line) => {
+  let answer;
+  try {
+    const result = validate(JSON.parse(JSON.parse(line)), {checkArn: true, checkPaths: true});
+    answer = {valid: result.isValid, errors: result.isValid ? "" : result.errorsText(" / ")};
+  } catch (e) {
+    answer = {valid: false, errors: String(e)};
+  }
+  process.stdout.write(JSON.stringify(answer) + "\\n");
+});
+"""
+
+
+class AslChecker:
+    """Checks state machine definitions with asl-validator in a Node.js process started on first use; where
+    Node.js or the package is absent, with a JSON and structure check instead, and says so."""
+
+    def __init__(self, package: Path = ASL_VALIDATOR_PACKAGE):
+        self.package = package
+        self.node = shutil.which("node")
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.node is not None and self.package.is_dir()
+
+    def check(self, path: Path) -> str | None:
+        """RejectedEditError unless `path` is a valid definition; a note when only the fallback checked it."""
+        text = path.read_text()
+        try:
+            definition = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RejectedEditError(f"{path.name} is not JSON: {e}") from e
+        if not self.available:
+            check_structure(definition, path.name)
+            why = "Node.js is not installed" if self.node is None else f"{self.package} is missing (npm ci)"
+            return f"{why}: checked as JSON and by its states' transitions only, not by asl-validator"
+        answer = self._ask(text)
+        if not answer["valid"]:
+            raise RejectedEditError(f"asl-validator refuses {path.name}: {answer['errors']}")
+        return None
+
+    def _ask(self, text: str) -> dict:
+        if self._process is None or self._process.poll() is not None:
+            self._process = subprocess.Popen(
+                [self.node, "-e", ASL_CHECKER, str(self.package)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        self._process.stdin.write(json.dumps(text) + "\n")
+        self._process.stdin.flush()
+        ready, _, _ = select.select([self._process.stdout], [], [], CHECK_TIMEOUT_S)
+        line = self._process.stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            return {"valid": False, "errors": f"no answer from asl-validator within {CHECK_TIMEOUT_S:.0f} s"}
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
 
 
 def check_structure(definition: object, name: str) -> None:
@@ -179,6 +308,18 @@ class HotUpdater:
         self.manifest_path = manifest_path
         self.applied = Applied()
         self._substitutions: dict[str, dict[str, str]] = {}
+        self.import_checker = ImportChecker()
+        self.asl_checker = AslChecker()
+
+    def warm(self) -> None:
+        """Start the checkers now, so the first edit does not wait for their start-up."""
+        self.import_checker.start()
+        if self.asl_checker.available:
+            self.asl_checker._ask("{}")
+
+    def close(self) -> None:
+        self.import_checker.close()
+        self.asl_checker.close()
 
     # What the stack runs now ------------------------------------------------------------------------------
 
@@ -234,7 +375,7 @@ class HotUpdater:
         for path in self.sources.lambdas_dir.glob("*.py"):
             check_syntax([path])
         for path in self.sources.state_machines.values():
-            check_definition(path)
+            self.asl_checker.check(path)
         self.redeploy()
         self.mark_deployed()
         self._write_manifest()
@@ -251,7 +392,7 @@ class HotUpdater:
     def _update_functions(self, update: Update, handlers: list[str], now: Applied) -> None:
         zips = {h: build_lambda_zip(h, self.sources.lambdas_dir) for h in handlers}
         check_syntax(sorted(self.sources.lambdas_dir.glob("*.py")))
-        check_imports(zips)
+        self.import_checker.check(zips)
         client = self.target.client("lambda")
         names = {h: self._physical_id(FUNCTIONS[h]) for h in handlers}
         for handler in handlers:
@@ -266,7 +407,7 @@ class HotUpdater:
         definitions = {}
         for parameter in parameters:
             path = self.sources.state_machines[parameter]
-            note = check_definition(path)
+            note = self.asl_checker.check(path)
             if note:
                 update.updated.append(f"({note})")
             definitions[parameter] = self._substituted(parameter, path.read_text())

@@ -74,12 +74,14 @@ class SourceWatcher:
 
     def start(self) -> SourceWatcher:
         self.model_tarball.parent.mkdir(parents=True, exist_ok=True)
+        self.updater.warm()
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        self.updater.close()
 
     def _run(self) -> None:
         batches = watchfiles.watch(
