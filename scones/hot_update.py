@@ -308,6 +308,7 @@ class HotUpdater:
         self.manifest_path = manifest_path
         self.applied = Applied()
         self._substitutions: dict[str, dict[str, str]] = {}
+        self._physical_ids: dict[str, str] = {}
         self.import_checker = ImportChecker()
         self.asl_checker = AslChecker()
 
@@ -336,6 +337,7 @@ class HotUpdater:
         """The stack was just deployed from the sources as they are: they are what runs."""
         self.applied = self.current()
         self._substitutions.clear()
+        self._physical_ids.clear()
 
     # One reload ------------------------------------------------------------------------------------------
 
@@ -422,10 +424,13 @@ class HotUpdater:
     # The stack's names, ARNs and substitutions --------------------------------------------------------------
 
     def _physical_id(self, logical_id: str) -> str:
-        physical = stack_resource_id(self.target.client("cloudformation"), self.stack_name, logical_id)
-        if not physical:
-            raise NeedsChangeSetError(f"stack {self.stack_name} has no {logical_id} yet")
-        return physical
+        """A resource's deployed name, asked once per deployment (a change set may replace it)."""
+        if logical_id not in self._physical_ids:
+            physical = stack_resource_id(self.target.client("cloudformation"), self.stack_name, logical_id)
+            if not physical:
+                raise NeedsChangeSetError(f"stack {self.stack_name} has no {logical_id} yet")
+            self._physical_ids[logical_id] = physical
+        return self._physical_ids[logical_id]
 
     def _state_machine_resource(self, parameter: str) -> tuple[str, dict]:
         template = load_template(self.sources.template.read_text())
