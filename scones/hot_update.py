@@ -298,6 +298,9 @@ class HotUpdater:
         redeploy: Callable[[], None],
         reload_model: Callable[[], str],
         manifest_path: Path | None = None,
+        build_zip: Callable[[str, SourceTree], bytes] = lambda handler, sources: build_lambda_zip(
+            handler, sources.lambdas_dir
+        ),
     ):
         self.target = target
         self.stack_name = stack_name
@@ -306,6 +309,7 @@ class HotUpdater:
         self.redeploy = redeploy
         self.reload_model = reload_model
         self.manifest_path = manifest_path
+        self.build_zip = build_zip
         self.applied = Applied()
         self._substitutions: dict[str, dict[str, str]] = {}
         self._physical_ids: dict[str, str] = {}
@@ -392,7 +396,7 @@ class HotUpdater:
         update.updated.append(f"model server reloaded the new model.tar.gz ({version})")
 
     def _update_functions(self, update: Update, handlers: list[str], now: Applied) -> None:
-        zips = {h: build_lambda_zip(h, self.sources.lambdas_dir) for h in handlers}
+        zips = {h: self.build_zip(h, self.sources) for h in handlers}
         check_syntax(sorted(self.sources.lambdas_dir.glob("*.py")))
         self.import_checker.check(zips)
         client = self.target.client("lambda")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import watchfiles
 
-from cloud.artifacts import SourceTree
+from cloud.artifacts import SourceTree, build_lambda_zip
 from scones import steps
+from scones.debugging import Debugged, debug_zip, enable_debugging
 from scones.deployment import DeployOptions, deploy_to_emulator, manifest_path
 from scones.hot_update import HotUpdater
 from scones.model_server import ModelServer
@@ -110,9 +111,10 @@ def watch_session(
     workdir: Path,
     server: ModelServer,
     say: Callable[[str], None],
+    debugged: Debugged | None = None,
 ) -> SourceWatcher:
     """The watcher of a running `scones up`: its stack redeployed through a change set against its own model
-    server, which reloads a new model in place; the state file follows."""
+    server, which reloads a new model in place; the state file follows. A `debugged` function keeps its shim."""
     paths = steps.model_paths(workdir)
 
     def redeploy() -> None:
@@ -120,6 +122,13 @@ def watch_session(
             connection, replace(options, model_url=server.url), steps.require_model(workdir), workdir, say
         )
         remember(outputs=deployment.outputs)
+        if debugged is not None:  # the change set deployed the plain function again
+            enable_debugging(connection.aws, options.stack_name, debugged.handler, debugged.port, options.sources)
+
+    def build_zip(handler: str, sources: SourceTree) -> bytes:
+        if debugged is not None and handler == debugged.handler:
+            return debug_zip(handler, sources)
+        return build_lambda_zip(handler, sources.lambdas_dir)
 
     def reload_model() -> str:
         steps.require_model(workdir)  # unpacks the new tarball where the server loads from, or names its fault
@@ -139,6 +148,7 @@ def watch_session(
         redeploy=redeploy,
         reload_model=reload_model,
         manifest_path=manifest_path(workdir),
+        build_zip=build_zip,
     )
     updater.mark_deployed()
     return SourceWatcher(updater, options.sources, paths.tarball, workdir, say)

@@ -36,6 +36,7 @@ from scones.cli.common import (
     say_outputs,
     source_tree,
 )
+from scones.debugging import DEFAULT_DEBUG_PORT, Debugged, enable_debugging
 from scones.deployment import (
     DeployOptions,
     deploy_to_aws,
@@ -50,6 +51,7 @@ from scones.errors import (
     EmulatorUnreachableError,
     UsageProblemError,
 )
+from scones.invoke import handler_of
 from scones.session import (
     check_no_session,
     check_ports_free,
@@ -253,6 +255,15 @@ def up(
             "stack as they are saved, with the least work; a broken edit is reported and not applied",
         ),
     ] = False,
+    debug: Annotated[
+        str | None,
+        typer.Option(
+            help="FUNCTION: make it wait for a debugger (debugpy on 127.0.0.1:--debug-port; VS Code: attach) at each "
+            "invocation, then stop at the breakpoints set in its source files",
+            show_default=False,
+        ),
+    ] = None,
+    debug_port: Annotated[int, typer.Option(help="--debug: the debugger's port on 127.0.0.1")] = DEFAULT_DEBUG_PORT,
 ) -> None:
     """Start the embedded emulator and the model server, deploy the stack, and stay in the foreground until
     Ctrl-C (the embedded `docker compose up`). Needs a trained model (`scones train`).
@@ -264,7 +275,8 @@ def up(
     stop_signals_interrupt()
     paths = steps.require_model(workdir)
     check_no_session(workdir)
-    check_ports_free(emulator_port=emulator_port, model_port=model_port)
+    check_ports_free(emulator_port=emulator_port, model_port=model_port, debug_port=debug_port if debug else None)
+    debugged = Debugged(handler_of(debug), debug_port) if debug else None
     options = DeployOptions(
         stack_name=stack_name, threshold=threshold, model_port=model_port, sources=source_tree(source_dir)
     )
@@ -280,10 +292,19 @@ def up(
                 for line in export_lines(connection, env.deployment.model_server_url):
                     say(f"  export {line}")
                 say("then: scones classify IMAGE.png | scones evaluate | scones captures | scones teardown")
+                if debugged is not None:
+                    function = enable_debugging(
+                        connection.aws, stack_name, debugged.handler, debugged.port, options.sources
+                    )
+                    say(
+                        f"debug: {function} waits for a debugger at each invocation: attach to 127.0.0.1:{debug_port}"
+                        f" (debugpy; VS Code: a 'debugpy' attach configuration); breakpoints in "
+                        f"{options.sources.lambdas_dir / debugged.handler}.py hit"
+                    )
                 watcher = None
                 if watch:
                     server = env.deployment.model_server
-                    watcher = watch_session(connection, options, workdir, server, say).start()
+                    watcher = watch_session(connection, options, workdir, server, say, debugged).start()
                     say(f"watching {', '.join(map(str, watcher.folders))} for changes")
                 say("Ctrl-C stops everything.")
                 ready = True

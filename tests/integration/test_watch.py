@@ -64,8 +64,8 @@ def test_an_edited_handler_runs_in_the_next_execution(watching, test_images):
     assert result.status == "SUCCEEDED" and result.output["watched"] == 1, result.summary()
 
 
-def test_edits_saved_together_are_applied_as_one_update(watching, test_images):
-    up, sources, state = watching
+def test_edits_saved_together_are_applied_as_one_update(watching):
+    up, sources, _ = watching
     since = len(up.lines)
     for handler in ("classify_image.py", "serialize_image_data.py"):
         path = sources.lambdas_dir / handler
