@@ -5,11 +5,14 @@ reported and the running version keeps serving."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import boto3
 import pytest
 
 from cloud.workflow import ExecutionResult
+from local_model.artifact import META_FILE, pack_model_tar
+from scones import steps
 from scones.errors import EXIT_OK
 from scones.state import read_state
 
@@ -30,7 +33,7 @@ def watching(aws_endpoint, model_dir, tmp_path_factory):
     up, _ = start_up_on_suite_emulator(workdir, sources, "--watch")
     try:
         up.wait_for_line("watching ")
-        yield up, sources, read_state(workdir)
+        yield up, sources, read_state(workdir), workdir
     finally:
         code, output = stop_up(up)
         print("\n".join(line for line in output.splitlines() if line.startswith("watch: ")))
@@ -48,7 +51,7 @@ def states_entered(result: ExecutionResult) -> list[str]:
 
 
 def test_an_edited_handler_runs_in_the_next_execution(watching, test_images):
-    up, sources, state = watching
+    up, sources, state, _ = watching
     image = test_images.confident["bicycle"].path.read_bytes()
     since = len(up.lines)
     edit(
@@ -65,7 +68,7 @@ def test_an_edited_handler_runs_in_the_next_execution(watching, test_images):
 
 
 def test_edits_saved_together_are_applied_as_one_update(watching):
-    up, sources, _ = watching
+    up, sources, _, _ = watching
     since = len(up.lines)
     for handler in ("classify_image.py", "serialize_image_data.py"):
         path = sources.lambdas_dir / handler
@@ -78,7 +81,7 @@ def test_edits_saved_together_are_applied_as_one_update(watching):
 
 
 def test_an_edited_state_machine_runs_its_new_state(watching, test_images):
-    up, sources, state = watching
+    up, sources, state, _ = watching
     image = test_images.confident["motorcycle"].path.read_bytes()
     path = sources.state_machines["StateMachineDefinitionKey"]
     definition = json.loads(path.read_text())
@@ -111,7 +114,7 @@ def test_an_edited_state_machine_runs_its_new_state(watching, test_images):
 def test_a_broken_edit_is_reported_and_the_running_version_keeps_serving(
     watching, test_images, file, breaking, reported
 ):
-    up, sources, state = watching
+    up, sources, state, _ = watching
     image = test_images.confident["bicycle"].path.read_bytes()
     path = (sources.lambdas_dir if file.endswith(".py") else sources.root / "statemachine") / file
     good = path.read_text()
@@ -130,3 +133,35 @@ def test_a_broken_edit_is_reported_and_the_running_version_keeps_serving(
         since = len(up.lines)
         path.write_text(good)
         watch_line(up, since)  # the repair is seen (and has nothing to apply)
+
+
+def test_an_edited_template_goes_through_a_change_set(watching):
+    up, sources, state, _ = watching
+    since = len(up.lines)
+    edit(
+        sources.template,
+        "          STACK_NAME: !Ref AWS::StackName\n\n  # --- State machine",
+        '          STACK_NAME: !Ref AWS::StackName\n          EDITED_BY_WATCH: "yes"\n\n  # --- State machine',
+    )
+    line = watch_line(up, since)
+    assert "cloud/template.yaml changed ->" in line and "updated through a change set" in line, line
+    name = state.outputs["FilterLowConfidenceFunctionName"]
+    variables = boto3.client("lambda").get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+    assert variables["EDITED_BY_WATCH"] == "yes"
+
+
+def test_a_new_model_is_reloaded_by_the_same_model_server(watching, model_dir, tmp_path, test_images):
+    up, _, state, workdir = watching
+    retrained = tmp_path / "retrained"
+    shutil.copytree(model_dir, retrained)
+    meta = json.loads((retrained / META_FILE).read_text())
+    (retrained / META_FILE).write_text(json.dumps({**meta, "metrics": {**meta["metrics"], "retrained": 1}}))
+    since = len(up.lines)
+    pack_model_tar(retrained, steps.model_paths(workdir).tarball)
+    line = watch_line(up, since)
+    assert "model server reloaded the new model.tar.gz (model version 2, same process and URL)" in line, line
+    after = read_state(workdir)
+    assert (after.model_server_url, after.model_server_pid) == (state.model_server_url, state.model_server_pid)
+    assert after.model_sha256 == steps.sha256_of(steps.model_paths(workdir).tarball) != state.model_sha256
+    result = run_on(test_images.confident["bicycle"].path.read_bytes(), state.outputs)
+    assert result.status == "SUCCEEDED", result.summary()
