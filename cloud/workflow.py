@@ -86,7 +86,10 @@ class ExecutionResult:
     def error_name(self) -> str | None:
         """The named error (LowConfidenceError, ...), also from emulators that report every Lambda
         failure as Runtime.HandlerError: the workflow's messages start with their error's name."""
-        return error_name_of(self.error, self.error_message)
+        if self.error not in UNNAMED_LAMBDA_ERRORS:
+            return self.error
+        match = _NAMED_MESSAGE.match(self.error_message)
+        return match.group(1) if match else self.error
 
     @property
     def inferences(self) -> list[float] | None:
@@ -113,15 +116,6 @@ class ExecutionResult:
             "output": output or None,
             "execution_arn": self.execution_arn,
         }
-
-
-def error_name_of(error: str | None, message: str) -> str | None:
-    """The named error behind a Lambda failure: `error` itself, unless the emulator reported it unnamed
-    (ministack's Runtime.HandlerError), then the name the workflow's messages start with."""
-    if error not in UNNAMED_LAMBDA_ERRORS:
-        return error
-    match = _NAMED_MESSAGE.match(message or "")
-    return match.group(1) if match else error
 
 
 def image_key(image: bytes, prefix: str = UPLOAD_TRIGGER_PREFIX) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,16 @@ from pathlib import Path
 from cloud.artifacts import LAMBDA_HANDLERS
 from cloud.aws import AwsTarget
 from cloud.stack import stack_resource_id
-from cloud.workflow import error_name_of
+from cloud.workflow import UNNAMED_LAMBDA_ERRORS
 from scones.errors import NotDeployedError, UsageProblemError
 
 # The template's logical id of each function: "<Handler in CamelCase>Function", beside its "...CodeKey".
 FUNCTIONS = {handler: parameter.removesuffix("CodeKey") + "Function" for parameter, handler in LAMBDA_HANDLERS.items()}
+
+
+# The workflow's error messages start with their error's name (lambdas/contract.py), which names the error where
+# an emulator reports every handler exception unnamed (ministack's Runtime.HandlerError).
+NAMED_MESSAGE = re.compile(r"^([A-Z][A-Za-z0-9]*Error): ")
 
 
 class UnknownFunctionError(UsageProblemError):
@@ -95,5 +101,7 @@ def invoke_function(target: AwsTarget, function_name: str, event: object) -> Inv
         return Invocation(function_name, result, None, None, log_lines, seconds)
     payload = result if isinstance(result, dict) else {}
     message = str(payload.get("errorMessage", result))
-    name = error_name_of(payload.get("errorType") or response["FunctionError"], message)
+    name = payload.get("errorType") or response["FunctionError"]
+    if name in UNNAMED_LAMBDA_ERRORS and (match := NAMED_MESSAGE.match(message)):
+        name = match.group(1)
     return Invocation(function_name, result, name, message, log_lines, seconds)
