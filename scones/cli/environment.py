@@ -204,6 +204,11 @@ def redeploy_into_up(workdir: Path, options: DeployOptions, session: SessionStat
         )
     paths = steps.require_model(workdir)
     with updating(workdir), connect(TargetKind.emulator, session) as connection:
+        if connection.endpoint_url != session.aws_endpoint_url:
+            raise UsageProblemError(
+                f"{ENDPOINT_URL_VAR} names {connection.endpoint_url}, but `scones up` (pid {session.owner_pid}) runs "
+                f"on {session.aws_endpoint_url}: unset it to update up's stack, or pass another --workdir"
+            )
         say(f"updating stack {session.stack_name} of `scones up` (pid {session.owner_pid}) on {connection.describe()}")
         updated = redeploy_into_session(connection, options, paths, workdir, session, indent(say))
         # `up` may have ended meanwhile: then its state is gone, and must not come back.
