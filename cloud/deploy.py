@@ -17,7 +17,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from cloud import manifest
-from cloud.artifacts import TEMPLATE_PATH, artifact_digests, build_artifacts
+from cloud.artifacts import REPOSITORY, SourceTree, artifact_digests, build_artifacts
 from cloud.aws import AwsTarget
 from cloud.defaults import (
     DEFAULT_CONFIDENCE_THRESHOLD,
@@ -81,6 +81,8 @@ class DeployConfig:
     # An upload under upload_trigger_prefix starts an execution (the template's UploadTrigger rule).
     upload_trigger: bool = True
     upload_trigger_prefix: str = UPLOAD_TRIGGER_PREFIX
+    # Where the template, the handlers and the state machines are read from (a copy in the watch tests).
+    sources: SourceTree = REPOSITORY
 
     def check(self) -> None:
         if not STACK_NAME_PATTERN.match(self.stack_name):
@@ -161,7 +163,7 @@ def deploy_stack(
 
     bucket = artifact_bucket_name(config.stack_name, target.account_id, target.region)
     ensure_bucket(s3, bucket, target.region, target.partition)
-    artifacts = build_artifacts(config.model_data_path)
+    artifacts = build_artifacts(config.model_data_path, config.sources)
     keys = {}
     for parameter, artifact in artifacts.items():
         if parameter == "ModelDataKey" and not config.create_model_endpoint:
@@ -172,10 +174,10 @@ def deploy_stack(
         progress(f"{what} {artifact.name} ({len(artifact.data)} bytes, sha256 {artifact.sha256[:12]})")
 
     parameters = stack_parameters(config, bucket, keys)
-    apply_change_set(target, config.stack_name, TEMPLATE_PATH.read_text(), parameters, deadline)
+    apply_change_set(target, config.stack_name, config.sources.template.read_text(), parameters, deadline)
     if manifest_path is not None:
         record = manifest.Manifest(
-            artifacts=artifact_digests(artifacts, model_image_id),
+            artifacts=artifact_digests(artifacts, model_image_id, config.sources),
             target=target.client("cloudformation").meta.endpoint_url,
             stack_name=config.stack_name,
             region=target.region,

@@ -75,3 +75,7 @@ class ImageVerificationError(PromotionError):
 
 class TeardownIncompleteError(PromotionError):
     """Something billable is still there after the teardown."""
+
+
+class SourceTreeError(DeployError):
+    """The folder given as the sources (--source-dir) is not laid out as the repository."""

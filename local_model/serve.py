@@ -1,6 +1,10 @@
 """The model server: SageMaker's inference container contract on Starlette + uvicorn.
 
-- `GET /ping`: 200 once the model is loaded, 503 (with the reason) if it could not be.
+- `GET /ping`: 200 once the model is loaded, 503 (with the reason) if it could not be; `model_version` counts
+  the models loaded (1, then one more per reload), `reloads` the reloads done.
+- SIGHUP: load the model again from the model directory, off the event loop, and swap it in once it is warm;
+  requests in flight finish on the old model and none is refused (a model that does not load is logged and
+  reported on /ping as `reload_error`, and the old one keeps serving).
 - `POST /invocations`: the container contract; image bytes in, `[p_bicycle, p_motorcycle]` out.
 - `POST /endpoints/{name}/invocations`: the SageMaker Runtime API path, answering as the Runtime service
   does (container errors wrapped as `ModelError`, HTTP 424), so `boto3.client("sagemaker-runtime")` with
@@ -19,7 +23,9 @@ import ctypes
 import ctypes.util
 import logging
 import re
+import signal
 import sys
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -75,6 +81,29 @@ class ServerState:
     model_threads: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="model")
     )
+    model_version: int = 1  # one more per reload that succeeded
+    reloads: int = 0  # reloads done, succeeded or failed
+    reload_error: str | None = None  # why the last reload failed (the previous model still serves)
+    reload_asked: threading.Event = field(default_factory=threading.Event)  # set by SIGHUP
+
+
+def keep_reloading(state: ServerState, stop: threading.Event) -> None:
+    """The reloader thread: each time a reload is asked for, load the model again and swap it in once warm; on
+    failure the loaded one keeps serving. Off the event loop, since loading takes a second or two and requests
+    go on meanwhile; reloads asked for during one are done once, after it."""
+    while not stop.is_set():
+        if not state.reload_asked.wait(timeout=0.5):
+            continue
+        state.reload_asked.clear()
+        model, error = load_model(state.settings)
+        if model is not None:
+            state.model, state.load_error, state.reload_error = model, None, None
+            state.model_version += 1
+            logger.info("reloaded the model from %s (version %d)", state.settings.model_dir, state.model_version)
+        else:
+            state.reload_error = error
+            logger.error("the model reload failed; the previous model keeps serving: %s", error)
+        state.reloads += 1
 
 
 def load_model(settings: ServeSettings):
@@ -211,9 +240,12 @@ async def ping(request: Request) -> Response:
     state: ServerState = request.app.state.server
     if state.model is None:
         return error_response(ModelNotLoadedError(f"the model is not loaded: {state.load_error}"))
+    health = {"status": "healthy", "model_version": state.model_version, "reloads": state.reloads}
+    if state.reload_error:
+        health["reload_error"] = state.reload_error
     if state.capture is not None:  # lost captures are visible to whoever watches the health check
-        return JSONResponse({"status": "healthy", "capture": state.capture.stats()})
-    return JSONResponse({"status": "healthy"})
+        health["capture"] = state.capture.stats()
+    return JSONResponse(health)
 
 
 async def invocations(request: Request) -> Response:
@@ -275,9 +307,14 @@ def create_app(settings: ServeSettings | None = None, model=None) -> Starlette:
                 flush_interval_s=settings.capture.flush_interval_s,
             ).start()
         app.state.server = state
+        stop_reloader = threading.Event()
+        threading.Thread(target=keep_reloading, args=(state, stop_reloader), name="reloader", daemon=True).start()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals off the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, state.reload_asked.set)
         try:
             yield
         finally:
+            stop_reloader.set()
             state.model_threads.shutdown(wait=True)
             if state.capture is not None:
                 state.capture.close()  # everything buffered reaches the destination before exit

@@ -12,11 +12,13 @@ from typing import Annotated
 
 import typer
 
+from cloud.artifacts import REPOSITORY, SourceTree
 from cloud.defaults import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_STACK_NAME,
     DEFAULT_WORKDIR,
 )
+from cloud.errors import SourceTreeError
 from scones.errors import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
@@ -24,6 +26,7 @@ from scones.errors import (
     EXIT_OK,
     EXIT_REJECTED,
     EXIT_USAGE,
+    UsageProblemError,
     describe_error,
 )
 from scones.local.connection import ENDPOINT_URL_VAR, TargetKind
@@ -123,12 +126,29 @@ Overrides = Annotated[
     typer.Option("--set", metavar="KEY=VALUE", help="hyperparameter override, repeatable (e.g. --set epochs=30)"),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
+SourceDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="the folder holding lambdas/, statemachine/ and cloud/template.yaml to deploy [default: this repository]",
+        show_default=False,
+    ),
+]
 
 
 class Via(StrEnum):
     workflow = "workflow"
     endpoint = "endpoint"
     model = "model"
+
+
+def source_tree(source_dir: Path | None) -> SourceTree:
+    """The sources to deploy: --source-dir, checked, else this repository."""
+    if source_dir is None:
+        return REPOSITORY
+    try:
+        return SourceTree(source_dir.resolve()).check()
+    except SourceTreeError as e:
+        raise UsageProblemError(f"--source-dir: {e}") from e
 
 
 def say(line: str = "") -> None:

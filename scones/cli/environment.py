@@ -22,6 +22,7 @@ from scones.cli.common import (
     EmulatorPort,
     ModelPort,
     NewStackName,
+    SourceDir,
     StackName,
     Target,
     Threshold,
@@ -32,6 +33,7 @@ from scones.cli.common import (
     reports_errors,
     say,
     say_outputs,
+    source_tree,
 )
 from scones.console.server import console_beside
 from scones.errors import (
@@ -41,6 +43,7 @@ from scones.errors import (
     UsageProblemError,
 )
 from scones.local.connection import ENDPOINT_URL_VAR, TargetKind, configured_emulator, connect, deployed_outputs
+from scones.local.debugging import DEFAULT_DEBUG_PORT, Debugged, enable_debugging
 from scones.local.environment import (
     check_no_session,
     check_ports_free,
@@ -54,16 +57,20 @@ from scones.local.state_file import (
     clear_state,
     process_started_at,
     state_path,
+    updating,
     write_state,
 )
+from scones.local.watcher import watch_session
 from scones.pipeline import steps
 from scones.pipeline.deployment import (
     DeployOptions,
     deploy_to_aws,
     deploy_to_emulator,
     plan_aws,
+    redeploy_into_session,
     remove_stack,
 )
+from scones.workflow.invoke import handler_of
 
 OWNER_STOP_TIMEOUT_S = 120.0  # `scones up` deletes its stack before it exits: seconds on an emulator
 
@@ -111,12 +118,15 @@ def deploy(
         bool,
         typer.Option("--allow-untested", help="--target aws: promote artifacts that differ from the emulator's"),
     ] = False,
+    source_dir: SourceDir = None,
 ) -> None:
     """Deploy the model endpoint and the stack (S3 bucket, three Lambdas, state machine).
 
-    On an emulator (a running `scones up`, or AWS_ENDPOINT_URL) it starts a model server for the trained model
-    in the background, with data capture to the stack's bucket, points the classifier at it, and records the
-    artifacts' sha256 in WORKDIR/artifacts.json; a server from an earlier deploy is replaced.
+    While `scones up` runs, it updates the stack `up` owns and keeps `up`'s model server, which reloads the model
+    in place when it changed (no second server, no restart; `up` keeps running). On another emulator
+    (AWS_ENDPOINT_URL) it starts a model server for the trained model in the background, with data capture to
+    the stack's bucket, points the classifier at it, and records the artifacts' sha256 in
+    WORKDIR/artifacts.json; a server from an earlier deploy is replaced.
 
     With --target aws it promotes exactly those artifacts (cloud/promote.py): the serving image (built from
     local_model/Dockerfile) to ECR, the same model.tar.gz, and the same template with the SageMaker endpoint,
@@ -135,6 +145,7 @@ def deploy(
         repository=repository,
         instance_type=instance_type,
         allow_untested=allow_untested,
+        sources=source_tree(source_dir),
     )
     if target is TargetKind.aws:
         deploy_aws(workdir, options, dry_run, lookup)
@@ -143,6 +154,9 @@ def deploy(
         raise UsageProblemError("--dry-run is for --target aws; an emulator deploy costs nothing, just run it")
     if model_image and not model_url:
         raise UsageProblemError("--model-image names the image the --model-url server runs; give both")
+    if state is not None and state.owner_alive:
+        redeploy_into_up(workdir, options, state)
+        return
     paths = steps.model_paths(workdir) if model_url else steps.require_model(workdir)
     check_ports_free(model_port=model_port)
     with connect(TargetKind.emulator, state) as connection:
@@ -175,6 +189,34 @@ def deploy(
     if server is not None:
         say(f"model server {server.url} (pid {server.pid}, log {server.log_path}) keeps running in the background")
         say("`scones teardown` stops it and deletes the stack")
+
+
+def redeploy_into_up(workdir: Path, options: DeployOptions, session: SessionState) -> None:
+    """`scones deploy` while `scones up` runs: the stack and the model server are up's; update them in place."""
+    if options.model_url or options.model_port or options.model_image:
+        raise UsageProblemError(
+            f"`scones up` (pid {session.owner_pid}) runs the model server at {session.model_server_url}: "
+            "--model-url, --model-port and --model-image do not apply while it runs (stop it to choose another)"
+        )
+    if options.stack_name != session.stack_name:
+        raise UsageProblemError(
+            f"`scones up` (pid {session.owner_pid}) owns stack {session.stack_name}: deploy that one "
+            f"(--stack-name {options.stack_name} names another), or stop `scones up` first"
+        )
+    paths = steps.require_model(workdir)
+    with updating(workdir), connect(TargetKind.emulator, session) as connection:
+        if connection.endpoint_url != session.aws_endpoint_url:
+            raise UsageProblemError(
+                f"{ENDPOINT_URL_VAR} names {connection.endpoint_url}, but `scones up` (pid {session.owner_pid}) runs "
+                f"on {session.aws_endpoint_url}: unset it to update up's stack, or pass another --workdir"
+            )
+        say(f"updating stack {session.stack_name} of `scones up` (pid {session.owner_pid}) on {connection.describe()}")
+        updated = redeploy_into_session(connection, options, paths, workdir, session, indent(say))
+        # `up` may have ended meanwhile: then its state is gone, and must not come back.
+        if recorded_state(workdir, TargetKind.emulator) is not None:
+            write_state(workdir, updated)
+    say_outputs(updated.outputs)
+    say(f"`scones up` keeps running; its model server is still {session.model_server_url}")
 
 
 def deploy_aws(workdir: Path, options: DeployOptions, dry_run: bool, lookup: bool) -> None:
@@ -210,6 +252,24 @@ def up(
     threshold: Threshold = None,
     emulator_port: EmulatorPort = None,
     model_port: ModelPort = None,
+    source_dir: SourceDir = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="apply edits of lambdas/, statemachine/, cloud/template.yaml and the model's tarball to the running "
+            "stack as they are saved, with the least work; a broken edit is reported and not applied",
+        ),
+    ] = False,
+    debug: Annotated[
+        str | None,
+        typer.Option(
+            help="FUNCTION: make it wait for a debugger (debugpy on 127.0.0.1:--debug-port; VS Code: attach) at each "
+            "invocation, then stop at the breakpoints set in its source files",
+            show_default=False,
+        ),
+    ] = None,
+    debug_port: Annotated[int, typer.Option(help="--debug: the debugger's port on 127.0.0.1")] = DEFAULT_DEBUG_PORT,
 ) -> None:
     """Start the embedded emulator and the model server, deploy the stack, and stay in the foreground until
     Ctrl-C (the embedded `docker compose up`). Needs a trained model (`scones train`).
@@ -221,8 +281,11 @@ def up(
     stop_signals_interrupt()
     paths = steps.require_model(workdir)
     check_no_session(workdir)
-    check_ports_free(emulator_port=emulator_port, model_port=model_port)
-    options = DeployOptions(stack_name=stack_name, threshold=threshold, model_port=model_port)
+    check_ports_free(emulator_port=emulator_port, model_port=model_port, debug_port=debug_port if debug else None)
+    debugged = Debugged(handler_of(debug), debug_port) if debug else None
+    options = DeployOptions(
+        stack_name=stack_name, threshold=threshold, model_port=model_port, sources=source_tree(source_dir)
+    )
     ready = False
     try:
         with connect(TargetKind.emulator, start_embedded=True, emulator_port=emulator_port) as connection:
@@ -237,9 +300,27 @@ def up(
                 with console_beside(connection, env.deployment.outputs, stack_name, workdir) as console:
                     say(f"console: {console.url} (executions, their graph and path, images, logs)")
                     say("then: scones classify IMAGE.png | scones evaluate | scones captures | scones teardown")
+                    if debugged is not None:
+                        function = enable_debugging(
+                            connection.aws, stack_name, debugged.handler, debugged.port, options.sources
+                        )
+                        say(
+                            f"debug: {function} waits for a debugger at each invocation: attach to "
+                            f"127.0.0.1:{debug_port} (debugpy; VS Code: a 'debugpy' attach configuration); "
+                            f"breakpoints in {options.sources.lambdas_dir / debugged.handler}.py hit"
+                        )
+                    watcher = None
+                    if watch:
+                        server = env.deployment.model_server
+                        watcher = watch_session(connection, options, workdir, server, say, debugged).start()
+                        say(f"watching {', '.join(map(str, watcher.folders))} for changes")
                     say("Ctrl-C stops everything.")
                     ready = True
-                    wait_until_interrupted((connection.emulator, env.deployment.model_server))
+                    try:
+                        wait_until_interrupted((connection.emulator, env.deployment.model_server))
+                    finally:
+                        if watcher is not None:
+                            watcher.stop()
     except KeyboardInterrupt:
         if not ready:
             raise  # interrupted while starting: exit code 130

@@ -9,10 +9,9 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from lambdas.summarize_batch import error_message, error_name
+from lambdas.contract import LOW_CONFIDENCE_ERROR, Outcome, error_message, error_name
 from scones.console.graph import END, START, LaidOutGraph
 
-LOW_CONFIDENCE = "LowConfidenceError"
 TRUNCATE_CHARS = 160  # a string longer than this (an image's base64) is shown cut, with its length
 
 # The colours of the graph, one CSS class each (static/console.css).
@@ -142,7 +141,7 @@ def read_history(events: list[dict], execution_status: str, graph: LaidOutGraph)
             run.status = CAUGHT  # the error was caught: the execution went on to a Catch's state
         elif failed_last or (run.exited is None and execution_status not in ("RUNNING",)):
             named = run.errors[-1][0] if run.errors else None
-            run.status = REJECTED if named == LOW_CONFIDENCE else FAILED
+            run.status = REJECTED if named == LOW_CONFIDENCE_ERROR else FAILED
         elif run.exited is None:
             run.status = RUNNING
         elif run.errors:
@@ -166,11 +165,11 @@ def item_outcomes(results: object) -> dict[str, int]:
     counts = {"Routed": 0, "Rejected": 0, "Filter Failed": 0, "Item Failed": 0}
     for item in results if isinstance(results, list) else []:
         outcome = item.get("outcome") if isinstance(item, dict) else None
-        if outcome == "routed":
+        if outcome == Outcome.ROUTED:
             counts["Routed"] += 1
-        elif outcome == "rejected":
+        elif outcome == Outcome.REJECTED:
             counts["Rejected"] += 1
-        elif outcome == "failed":
+        elif outcome == Outcome.FAILED:
             counts["Filter Failed" if item.get("inferences") else "Item Failed"] += 1
     return counts
 
@@ -185,7 +184,7 @@ def colour_items(path: ExecutionPath, graph: LaidOutGraph, map_state: str, resul
         for item in (results if isinstance(results, list) else [])
         if isinstance(item, dict) and item.get("outcome") == "failed" and item.get("inferences")
     ]
-    if failed_by_filter and set(failed_by_filter) == {LOW_CONFIDENCE}:
+    if failed_by_filter and set(failed_by_filter) == {LOW_CONFIDENCE_ERROR}:
         # An emulator that drops error names (ministack) lands low confidence here, not in Rejected.
         statuses["Filter Failed"] = REJECTED
     inner = [n for n in graph.states if n.parent == map_state]

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from botocore.exceptions import ClientError
 
 from cloud.aws import AwsTarget
-from lambdas.contract import CLASSES, InvalidEventError, NotAnImageError, image_content_type
-from lambdas.summarize_batch import error_message, error_name
+from lambdas.contract import CLASSES, InvalidEventError, NotAnImageError, error_message, error_name, image_content_type
+from lambdas.contract import outcome_of as workflow_outcome
 from scones.workflow.execution import TERMINAL_STATUSES, image_key, start_execution, upload_image
 
 REFRESH_S = 0.5  # the executions list is listed again at most this often, however many pages poll it
@@ -63,11 +63,7 @@ def outcome_of(machine: str, status: str, error: str | None) -> str:
         return "running"
     if machine == BATCH_MACHINE:
         return "done" if status == "SUCCEEDED" else "failed"
-    if status == "SUCCEEDED":
-        return "routed"
-    if error == "LowConfidenceError":
-        return "rejected"
-    return "failed"
+    return workflow_outcome(status, error, None).value  # `error` is named already (error_name)
 
 
 def key_of(machine: str, event: object) -> str:

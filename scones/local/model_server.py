@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -38,6 +40,39 @@ class ModelServerStartError(ModelServerError):
 
 class PortInUseError(ModelServerError):
     """The requested port is already taken by another process."""
+
+
+class ModelReloadError(ModelServerError):
+    """The model server could not load the new model (it keeps serving the previous one), or did not say in time."""
+
+
+RELOAD_TIMEOUT_S = 120.0  # loading torch weights on two busy cores: seconds; the deadline bounds a hang
+
+
+def served_model(url: str) -> dict:
+    """The model server's /ping answer: `model_version` (models loaded), `reloads` (done), `reload_error`."""
+    with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def reload_served_model(url: str, pid: int, timeout_s: float = RELOAD_TIMEOUT_S) -> int:
+    """Ask the model server at `url` (process `pid`) to load its model directory again (SIGHUP: it swaps the new
+    model in once warm, answering every request meanwhile) and wait until it has; the new model version.
+    ModelReloadError if it could not (the previous model still serves) or did not answer within `timeout_s`."""
+    before = served_model(url)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = served_model(url)
+        if now.get("reloads", 0) > before.get("reloads", 0):
+            if now.get("model_version", 0) > before.get("model_version", 0):
+                return now["model_version"]
+            raise ModelReloadError(
+                f"the model server {url} could not load the new model and keeps serving the previous one: "
+                f"{now.get('reload_error')}"
+            )
+        time.sleep(POLL_INTERVAL_S)
+    raise ModelReloadError(f"the model server {url} did not finish reloading its model within {timeout_s:.0f} s")
 
 
 class ModelServer(ChildProcess):
@@ -134,6 +169,12 @@ class ModelServer(ChildProcess):
             return e.code, body
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None, ""
+
+    def reload(self, timeout_s: float = RELOAD_TIMEOUT_S) -> int:
+        """Load the model directory again without a restart (reload_served_model); the new model version."""
+        if not self.running:
+            raise ModelServerError("the model server is not running")
+        return reload_served_model(self.url, self.pid, timeout_s)
 
     def __enter__(self) -> ModelServer:
         return self.start()

@@ -5,6 +5,7 @@ and the stack without being told."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import psutil
 from cloud.polling import PollTimeoutError, poll
 
 STATE_FILE = "state.json"
+UPDATE_LOCK_FILE = "update.lock"
 # A process is identified by its pid and its start time (psutil's create_time, 10 ms resolution on Linux).
 START_TIME_TOLERANCE_S = 0.05
 # Looked for in the command line of a pid recorded without a start time (state files of older versions).
@@ -88,6 +90,20 @@ def write_state(workdir: Path, state: SessionState) -> Path:
     partial.write_text(json.dumps(asdict(state), indent=2) + "\n")
     partial.replace(path)  # another terminal never reads half a file
     return path
+
+
+@contextlib.contextmanager
+def updating(workdir: Path):
+    """One update of a running session at a time: `scones deploy` and `scones up --watch` take turns (an
+    advisory lock on WORKDIR/update.lock, released when the holder exits, however it exits)."""
+    path = Path(workdir) / UPDATE_LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def clear_state(workdir: Path) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cloud.artifacts import REPOSITORY, SourceTree
 from cloud.aws import AwsTarget
 from cloud.defaults import (
     DEFAULT_CONFIDENCE_THRESHOLD,
@@ -26,9 +27,10 @@ from cloud.promote import promote, teardown_promotion
 from local_model.artifact import META_FILE
 from scones.errors import StepFailedError
 from scones.local.connection import Connection
-from scones.local.model_server import ModelServer
+from scones.local.model_server import ModelServer, reload_served_model
+from scones.local.state_file import SessionState
 from scones.local.supervisor import free_port
-from scones.pipeline.steps import ModelPaths, model_paths
+from scones.pipeline.steps import ModelPaths, model_paths, sha256_of
 
 CAPTURE_PREFIX = "data-capture"  # where SageMaker captures on AWS too (template: DataCaptureConfig)
 
@@ -46,6 +48,7 @@ class DeployOptions:
     repository: str = ""  # ECR repository; empty: <stack>-model
     instance_type: str = DEFAULT_INSTANCE_TYPE
     allow_untested: bool = False  # promote artifacts that differ from the ones deployed to the emulator
+    sources: SourceTree = REPOSITORY  # where the template, handlers and state machines are read from
 
 
 class ModelThresholdError(StepFailedError):
@@ -123,6 +126,7 @@ def deploy_to_emulator(
         model_endpoint_url=url,
         confidence_threshold=threshold.value,
         model_data_path=model.tarball if has_tarball else None,  # recorded in the manifest, not uploaded
+        sources=options.sources,
     )
     image_id = inspect_local_image(options.model_image).image_id if options.model_image else None
     if image_id:
@@ -142,6 +146,35 @@ def deploy_to_emulator(
     progress(f"starting the model server on {url} (log {server.log_path}); captures go to {destination}")
     server.start()
     return Deployment(outputs, server, url, destination, threshold)
+
+
+def redeploy_into_session(
+    connection: Connection,
+    options: DeployOptions,
+    model: ModelPaths,
+    workdir: Path,
+    session: SessionState,
+    progress: Callable[[str], None],
+) -> SessionState:
+    """`scones deploy` while `scones up` runs: update the stack `up` owns, pointing at `up`'s own model server,
+    which is neither replaced nor restarted: when the model changed it reloads it in place (SIGHUP; it answers
+    every request meanwhile) and `up` goes on supervising the same process. The session's new state."""
+    if not session.model_server_url or not session.model_server_pid:
+        raise StepFailedError(
+            f"`scones up` (pid {session.owner_pid}) records no model server of its own in {workdir}; stop it and "
+            "start it again"
+        )
+    deployment = deploy_to_emulator(
+        connection, replace(options, model_url=session.model_server_url), model, workdir, progress
+    )
+    sha256 = sha256_of(model.tarball)
+    if sha256 != session.model_sha256:
+        progress(f"the model changed (sha256 {sha256[:12]}): {session.model_server_url} reloads it in place")
+        version = reload_served_model(session.model_server_url, session.model_server_pid)
+        progress(f"the model server serves it (model version {version}); same process, same URL")
+    else:
+        progress(f"the model is unchanged: {session.model_server_url} keeps serving it")
+    return replace(session, outputs=deployment.outputs, model_sha256=sha256)
 
 
 def promotion_config(options: DeployOptions, workdir: Path, threshold: ChosenThreshold) -> PromotionConfig:

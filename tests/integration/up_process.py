@@ -20,6 +20,18 @@ class UpProcess:
     lines: list[str] = field(default_factory=list)
     arrived: queue.Queue = field(default_factory=queue.Queue)
 
+    def wait_for_line(self, wanted: str, timeout_s: float = UP_TIMEOUT_S, since: int = 0) -> str:
+        """The first line from index `since` on that contains `wanted`, reading more output until it comes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for line in self.lines[since:]:
+                if wanted in line:
+                    return line
+            since = len(self.lines)
+            line = self.arrived.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"scones up ended before printing {wanted!r}:\n" + "\n".join(self.lines)
+            self.lines.append(line)
+
     def read_to_end(self, timeout_s: float = 10) -> str:
         """Every line up printed, once it has exited."""
         while (line := self.arrived.get(timeout=timeout_s)) is not None:
@@ -27,9 +39,12 @@ class UpProcess:
         return "\n".join(self.lines)
 
 
-def start_up(workdir: Path, stack_name: str, env: dict[str, str] | None = None) -> UpProcess:
-    """Start `scones up` and return once it says it is ready (or fail with what it printed)."""
+def start_up(
+    workdir: Path, stack_name: str, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()
+) -> UpProcess:
+    """Start `scones up` (with `extra_args`) and return once it says it is ready (or fail with what it printed)."""
     command = [sys.executable, "-m", "scones", "up", "--workdir", str(workdir), "--stack-name", stack_name]
+    command += extra_args
     up = UpProcess(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
 
     def pump():

@@ -19,13 +19,16 @@ from cloud import deploy
 from cloud.artifacts import (
     LAMBDA_HANDLERS,
     LAMBDAS_DIR,
+    ROOT,
     SHARED_LAMBDA_MODULES,
     STATE_MACHINE_PATH,
     TEMPLATE_PATH,
     Artifact,
+    SourceTree,
     build_artifacts,
     build_lambda_zip,
 )
+from cloud.errors import SourceTreeError
 from lambdas import contract, metrics
 
 TEMPLATE = decode_str(TEMPLATE_PATH.read_text())[0]
@@ -223,3 +226,24 @@ def test_error_names_in_the_definition_are_the_contracts():
     assert named == {"EndpointUnavailableError", "LowConfidenceError"}
     for name in named:
         assert issubclass(getattr(contract, name), contract.WorkflowError)
+
+
+def test_a_copy_of_the_sources_builds_the_same_artifacts_and_an_edit_changes_only_its_own(tmp_path):
+    for part in ("lambdas", "statemachine"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "cloud").mkdir()
+    shutil.copy2(TEMPLATE_PATH, tmp_path / "cloud" / "template.yaml")
+    copy = SourceTree(tmp_path).check()
+    assert {k: a.sha256 for k, a in build_artifacts(sources=copy).items()} == {
+        k: a.sha256 for k, a in build_artifacts().items()
+    }
+    handler = copy.lambdas_dir / "filter_low_confidence.py"
+    handler.write_text(handler.read_text() + "\n# edited\n")
+    changed = {k for k, a in build_artifacts(sources=copy).items() if a.sha256 != build_artifacts()[k].sha256}
+    assert changed == {"FilterLowConfidenceCodeKey"}
+
+
+def test_a_folder_not_laid_out_as_the_repository_is_a_named_error(tmp_path):
+    (tmp_path / "lambdas").mkdir()
+    with pytest.raises(SourceTreeError, match=r"has no .*template\.yaml"):
+        SourceTree(tmp_path).check()

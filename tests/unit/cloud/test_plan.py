@@ -103,7 +103,7 @@ def test_dry_run_names_a_changed_lambda_zip_and_fails(docker, model, tmp_path, m
     source = edited / "classify_image.py"
     source.write_text(source.read_text() + "\n# edited after the local test\n")
     build = build_lambda_zip
-    monkeypatch.setattr(artifacts, "build_lambda_zip", lambda handler, lambdas_dir=edited: build(handler, lambdas_dir))
+    monkeypatch.setattr(artifacts, "build_lambda_zip", lambda handler, lambdas_dir=None: build(handler, edited))
     code, out, _ = run_cli(dry_run_args(config))
     assert code == 1
     (difference,) = [line for line in out.splitlines() if line.startswith("  - ")]

@@ -77,7 +77,7 @@ def assert_named_error(response, status: int, error: str, mentions: str = "") ->
 
 def test_ping_is_healthy_once_the_model_is_loaded(client):
     response = client.get("/ping")
-    assert response.status_code == 200 and response.json() == {"status": "healthy"}
+    assert response.status_code == 200 and response.json() == {"status": "healthy", "model_version": 1, "reloads": 0}
 
 
 def test_invocations_answer_the_bicycle_motorcycle_pair(client, expected):

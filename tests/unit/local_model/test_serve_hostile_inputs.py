@@ -173,7 +173,7 @@ def assert_still_serving(server, expected, connection=None):
     try:
         connection.request("GET", "/ping")
         ping = connection.getresponse()
-        assert (ping.status, json.loads(ping.read())) == (200, {"status": "healthy"})
+        assert (ping.status, json.loads(ping.read())) == (200, {"status": "healthy", "model_version": 1, "reloads": 0})
         response, payload = send(connection, GOOD, "image/png")
         assert response.status == 200, payload
         assert json.loads(payload) == pytest.approx(expected(GOOD), abs=1e-6)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.request
 
 import pytest
 
 from local_model.captured import read_captured_inferences
 from scones.local.model_server import (
+    ModelReloadError,
     ModelServer,
     ModelServerError,
     ModelServerStartError,
@@ -42,7 +44,7 @@ def test_starts_on_a_free_port_answers_and_stops(model_dir, tmp_path):
     with server:
         assert server.running
         assert server.url == f"http://127.0.0.1:{server.port}"
-        assert get(f"{server.url}/ping") == (200, {"status": "healthy"})
+        assert get(f"{server.url}/ping") == (200, {"status": "healthy", "model_version": 1, "reloads": 0})
         assert len(invoke(server.url, png_rgba())) == 2
         port = server.port
     assert not server.running
@@ -117,3 +119,36 @@ def test_a_killed_server_loses_its_buffered_captures_and_restarts_on_the_same_po
         assert (server.port, server.running) == (port, True) and server.pid != pid
         assert get(f"{server.url}/ping")[1]["capture"]["records_buffered"] == 0
     assert list(read_captured_inferences(destination)) == []  # the killed one flushed nothing
+
+
+def test_reload_swaps_in_a_new_model_while_answering_and_keeps_the_old_one_when_the_new_is_broken(tmp_path):
+    """SIGHUP (ModelServer.reload): the same process loads the model directory again; requests meanwhile are all
+    answered; a directory that no longer holds a model is reported and the loaded model keeps serving."""
+    served = make_model_dir(tmp_path / "model", seed=0)
+    image = png_rgba(seed=3)
+    with ModelServer(served, log_path=tmp_path / "server.log") as server:
+        pid, before = server.pid, invoke(server.url, image)
+        make_model_dir(served, seed=1)  # "retrained": other weights in the same place
+        answers, stop = [], threading.Event()
+
+        def keep_asking():
+            while not stop.is_set():
+                answers.append(invoke(server.url, image))
+
+        asker = threading.Thread(target=keep_asking)
+        asker.start()
+        try:
+            assert server.reload() == 2
+        finally:
+            stop.set()
+            asker.join()
+        after = invoke(server.url, image)
+        assert after != pytest.approx(before) and server.pid == pid
+        assert answers and all(len(a) == 2 for a in answers)  # every request during the reload was answered
+
+        (served / "model.json").write_text("not json")
+        with pytest.raises(ModelReloadError, match="keeps serving the previous one"):
+            server.reload()
+        assert invoke(server.url, image) == pytest.approx(after)
+        health = get(f"{server.url}/ping")[1]
+        assert health["model_version"] == 2 and health["reloads"] == 2 and "ModelFormatError" in health["reload_error"]
