@@ -15,10 +15,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
+from emulated import aws_environment_for
+
 from cloud.aws import AwsTarget
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from scones.console.server import ConsoleServer
-from scones.local.emulator import Ministack, aws_environment_for
+from scones.local.emulator import Ministack
 from scones.local.supervisor import free_port
 from scones.monitoring.report import percentile
 from scones.workflow.execution import start_execution, wait_for_execution

@@ -25,10 +25,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from emulated import aws_environment_for
+
 from cloud.aws import AwsTarget
 from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
-from scones.local.emulator import aws_environment_for, emulator_endpoint
+from scones.local.emulator import emulator_endpoint
 from scones.local.model_server import ModelServer
 from scones.monitoring.report import percentile
 from scones.workflow.ledger import ModelServerFiles, check_ledger, choose_images, format_ledger, run_ledgered_batch

@@ -22,9 +22,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from emulated import aws_environment_for
+
 from cloud.aws import AwsTarget
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
-from scones.local.emulator import aws_environment_for, emulator_endpoint
+from scones.local.emulator import emulator_endpoint
 from scones.local.model_server import ModelServer
 from scones.monitoring.report import percentile
 from scones.workflow.execution import ExecutionResult, start_execution, upload_image, wait_for_execution

@@ -3,8 +3,10 @@ service, one retry configuration), the refusal of real AWS unless it was asked f
 asked once) and how long and how loudly a stack operation may run. Everything in cloud/ and scones/ that
 calls AWS takes one.
 
-The target comes from the environment, as everywhere in boto3: AWS_ENDPOINT_URL for an emulator, the region
-and credentials from the usual chain. Two other deployables make their own clients because they ship
+For AWS the target comes from the environment, as everywhere in boto3: the region and credentials from the
+usual chain. For an emulator it is configured, not read: `AwsTarget.for_emulator(url)` sends every client there
+with dummy credentials, whatever the process environment says (no code points boto3 at an emulator by
+rewriting os.environ, which threads share). Two other deployables make their own clients because they ship
 without this package: the Lambdas (lambdas/clients.py) and the model server (local_model/capture.py).
 """
 
@@ -19,6 +21,7 @@ from urllib.parse import urlparse
 
 import boto3
 import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
@@ -27,6 +30,8 @@ from cloud.errors import AwsCredentialsMissingError, AwsRegionMissingError, Real
 logger = logging.getLogger(__name__)
 
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+# Emulators accept any credentials; boto3 needs some to sign. Never real ones (a test greps for these).
+EMULATOR_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 STACK_TIMEOUT_S = 1800.0  # a stack with a SageMaker endpoint takes 10-20 minutes on AWS
 REFUSAL_ADVICE = "point AWS_ENDPOINT_URL at an emulator, or ask for AWS explicitly (--target aws)"
 CREDENTIALS_ADVICE = "run `aws configure` (or `aws sso login`), or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
@@ -64,7 +69,24 @@ class AwsTarget:
     allow_aws: bool = False  # real AWS is refused unless asked for: an emulator costs nothing
     timeout_s: float = STACK_TIMEOUT_S  # how long one stack operation (deploy, teardown) may take
     progress: Callable[[str], None] = logger.info  # a line per step of a long operation
+    endpoint_url: str | None = None  # where every client goes (an emulator); None: where boto3's config says
     _clients: dict = field(default_factory=dict, init=False, repr=False)
+
+    @classmethod
+    def for_emulator(cls, endpoint_url: str, region: str, **options) -> AwsTarget:
+        """A target whose every client goes to the emulator at `endpoint_url`, with its dummy credentials, in
+        `region`. Nothing is read from the environment or the AWS config files: no profile, no per-service
+        endpoint, no real credentials can take part."""
+        core = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
+        core.set_config_variable("config_file", "/dev/null")
+        core.set_config_variable("credentials_file", "/dev/null")
+        session = boto3.Session(
+            aws_access_key_id=EMULATOR_CREDENTIALS["aws_access_key_id"],
+            aws_secret_access_key=EMULATOR_CREDENTIALS["aws_secret_access_key"],
+            region_name=region,
+            botocore_session=core,
+        )
+        return cls(session, endpoint_url=endpoint_url, **options)
 
     @classmethod
     def from_environment(cls, region: str | None = None, **options) -> AwsTarget:
@@ -92,6 +114,7 @@ class AwsTarget:
     def client(self, service: str, endpoint_url: str | None = None):
         """The client for `service` (at `endpoint_url` when given, else where the environment says), made
         once; RealAwsRefusedError if it would reach real AWS unasked."""
+        endpoint_url = endpoint_url or self.endpoint_url
         key = (service, endpoint_url)
         if key not in self._clients:
             client = self.session.client(
@@ -142,7 +165,7 @@ class AwsTarget:
 
     def reporting_to(self, progress: Callable[[str], None]) -> AwsTarget:
         """The same target (its clients and identity too), reporting to `progress`."""
-        other = AwsTarget(self.session, self.allow_aws, self.timeout_s, progress)
+        other = AwsTarget(self.session, self.allow_aws, self.timeout_s, progress, self.endpoint_url)
         object.__setattr__(other, "_clients", self._clients)
         if "account_id" in self.__dict__:
             other.__dict__["account_id"] = self.__dict__["account_id"]

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -240,15 +241,17 @@ class TrainingPaths:
     failure_file: Path
 
     @classmethod
-    def resolve(cls, opt_ml: Path | None = None) -> TrainingPaths:
-        """The contract's paths under /opt/ml (or SCONES_OPT_ML), with SM_* overrides when set."""
-        root = Path(opt_ml or os.environ.get("SCONES_OPT_ML", "/opt/ml"))
+    def resolve(cls, opt_ml: Path | None = None, environ: Mapping[str, str] | None = None) -> TrainingPaths:
+        """The contract's paths under /opt/ml (or SCONES_OPT_ML), with the SM_* overrides of `environ` (default:
+        the process environment; the host's in-process training passes {} so that no SM_* of its own applies)."""
+        env = os.environ if environ is None else environ
+        root = Path(opt_ml or env.get("SCONES_OPT_ML", "/opt/ml"))
         return cls(
             hyperparameters=root / "input/config/hyperparameters.json",
-            train_channel=Path(os.environ.get("SM_CHANNEL_TRAIN", root / "input/data/train")),
-            validation_channel=Path(os.environ.get("SM_CHANNEL_VALIDATION", root / "input/data/validation")),
-            model_dir=Path(os.environ.get("SM_MODEL_DIR", root / "model")),
-            failure_file=Path(os.environ.get("SM_OUTPUT_FAILURE", root / "output/failure")),
+            train_channel=Path(env.get("SM_CHANNEL_TRAIN", root / "input/data/train")),
+            validation_channel=Path(env.get("SM_CHANNEL_VALIDATION", root / "input/data/validation")),
+            model_dir=Path(env.get("SM_MODEL_DIR", root / "model")),
+            failure_file=Path(env.get("SM_OUTPUT_FAILURE", root / "output/failure")),
         )
 
 

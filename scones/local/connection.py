@@ -2,9 +2,10 @@
 AWS_ENDPOINT_URL names (LocalStack from docker compose, say), the one a running `scones up` recorded in
 the state file, or, only when asked with `--target aws`, AWS itself.
 
-Nothing here names an endpoint in code: for an emulator the process environment is pointed at it
-(scones.local.emulator.aws_environment_for) and boto3 reads it from there. The connection's AwsTarget
-(cloud/aws.py) makes every client the command uses.
+Nothing here names an endpoint in code, and nothing rewrites the process environment: the connection's
+AwsTarget (cloud/aws.py) is configured with the emulator's URL and makes every client the command uses;
+children that call AWS (the model server's captures) get the same settings in an environment of their own
+(`Connection.child_environment`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from scones.errors import (
     NotDeployedError,
     StackLostError,
 )
-from scones.local.emulator import Ministack, aws_environment_for, is_reachable
+from scones.local.emulator import LOCAL_REGION, Ministack, is_reachable, local_aws_environment
 from scones.local.state_file import SessionState
 
 ENDPOINT_URL_VAR = "AWS_ENDPOINT_URL"
@@ -43,7 +44,7 @@ class TargetKind(StrEnum):
 
 @dataclass(frozen=True)
 class Connection:
-    """A target the process environment now points at."""
+    """Where this command's AWS calls go, and the AwsTarget that makes its clients."""
 
     kind: TargetKind
     endpoint_url: str | None  # the emulator's URL; None on AWS
@@ -54,6 +55,13 @@ class Connection:
     @property
     def allow_aws(self) -> bool:
         return self.kind is TargetKind.aws
+
+    def child_environment(self) -> dict[str, str]:
+        """The variables a child process needs to reach the same emulator (endpoint, region, dummy
+        credentials); empty on AWS, where a child finds its own credentials."""
+        if self.kind is TargetKind.aws or self.endpoint_url is None:
+            return {}
+        return local_aws_environment(self.endpoint_url, self.aws.region)
 
     def describe(self) -> str:
         if self.kind is TargetKind.aws:
@@ -99,26 +107,27 @@ def connect(
         if is_real_aws_url(url):
             raise RealAwsRefusedError(f"{ENDPOINT_URL_VAR} names real AWS ({url}), not an emulator: use --target aws")
         check_reachable(url, ENDPOINT_URL_VAR)
-        with aws_environment_for(url):
-            yield Connection(kind, url, False, emulator_target())
+        yield Connection(kind, url, False, emulator_target(url))
         return
     if state is not None and state.aws_endpoint_url and not start_embedded:
         check_reachable(state.aws_endpoint_url, "recorded in the state file")
-        with aws_environment_for(state.aws_endpoint_url):
-            yield Connection(kind, state.aws_endpoint_url, False, emulator_target())
+        yield Connection(kind, state.aws_endpoint_url, False, emulator_target(state.aws_endpoint_url))
         return
     if not start_embedded:
         raise EmulatorNotRunningError(
             "no emulator is running: start one with `scones up` in another terminal (same directory or "
             f"--workdir), or point {ENDPOINT_URL_VAR} at one (LocalStack: http://127.0.0.1:4566)"
         )
-    with Ministack(port=emulator_port) as emulator, aws_environment_for(emulator.endpoint_url):
-        yield Connection(kind, emulator.endpoint_url, True, emulator_target(), emulator)
+    with Ministack(port=emulator_port) as emulator:
+        yield Connection(kind, emulator.endpoint_url, True, emulator_target(emulator.endpoint_url), emulator)
 
 
-def emulator_target() -> AwsTarget:
-    """The target for an emulator the environment now points at (real AWS stays refused)."""
-    return AwsTarget.from_environment(timeout_s=EMULATOR_STACK_TIMEOUT_S)
+def emulator_target(endpoint_url: str, environ: Mapping[str, str] | None = None) -> AwsTarget:
+    """The target for the emulator at `endpoint_url` (real AWS stays refused), in the configured region
+    (AWS_DEFAULT_REGION, else LOCAL_REGION: any region works on an emulator)."""
+    environ = os.environ if environ is None else environ
+    region = environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or LOCAL_REGION
+    return AwsTarget.for_emulator(endpoint_url, region, timeout_s=EMULATOR_STACK_TIMEOUT_S)
 
 
 def aws_target() -> AwsTarget:

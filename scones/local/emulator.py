@@ -45,24 +45,6 @@ def local_aws_environment(endpoint_url: str, region: str = LOCAL_REGION) -> dict
     return {"AWS_ENDPOINT_URL": endpoint_url, "AWS_DEFAULT_REGION": region, **LOCAL_CREDENTIALS}
 
 
-@contextlib.contextmanager
-def aws_environment_for(endpoint_url: str) -> Iterator[dict[str, str]]:
-    """Point this process's AWS clients at an emulator for the duration of the block: the endpoint,
-    dummy credentials, a region (the one set, else LOCAL_REGION); per-service endpoints and profiles
-    are removed so that no client can reach AWS. The previous environment is restored after."""
-    saved = dict(os.environ)
-    removed = [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL_") or n in ("AWS_PROFILE", "AWS_SESSION_TOKEN")]
-    for name in removed:
-        del os.environ[name]
-    environment = local_aws_environment(endpoint_url, os.environ.get("AWS_DEFAULT_REGION") or LOCAL_REGION)
-    os.environ.update(environment)
-    try:
-        yield environment
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def is_reachable(endpoint_url: str, timeout_s: float = 2.0) -> bool:
     """Whether anything answers HTTP at `endpoint_url` (an error status counts as an answer)."""
     try:

@@ -142,6 +142,7 @@ def deploy_to_emulator(
         capture_destination=destination,
         endpoint_name=options.endpoint_name,
         log_path=Path(workdir) / "logs" / "model-server.log",
+        env=connection.child_environment(),  # its captures go to the emulator's bucket
     )
     progress(f"starting the model server on {url} (log {server.log_path}); captures go to {destination}")
     server.start()

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +98,16 @@ def read_settings(environ: Mapping[str, str] | None = None) -> LocalModeSettings
 
 
 def _import_sdk():
-    # sagemaker[local] exists only in SDK 2.x, which warns about v3 on import; 2.x is chosen on purpose.
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    # sagemaker[local] exists only in SDK 2.x, which warns about v3 on import and on each feature's first use;
+    # 2.x is chosen on purpose (README). Silenced through warnings filters, not the SDK's environment switch.
     try:
-        import sagemaker
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import sagemaker
+        from sagemaker.deprecations import SageMakerV2DeprecationWarning
     except ImportError as e:
         raise SageMakerLocalError("the SageMaker SDK is not installed: pip install -e '.[sagemaker-local]'") from e
+    warnings.filterwarnings("ignore", category=SageMakerV2DeprecationWarning)
     return sagemaker
 
 

@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -238,18 +237,15 @@ def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool 
     channel = paths.opt_ml / "input" / "data" / "train"
     channel.parent.mkdir(parents=True)
     channel.symlink_to(staged.train_dir.resolve())
-    # The SM_* variables, when set by a caller's environment, would point the job elsewhere.
-    env_backup = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SM_")}
     log = training_log(workdir)
     log.parent.mkdir(parents=True, exist_ok=True)
     try:
         # The entrypoint prints its metrics for SageMaker's log; here they go to a file (progress bars: stderr).
         with open(log, "w") as out, contextlib.redirect_stdout(out):
-            metrics = training.run_training_job(training.TrainingPaths.resolve(paths.opt_ml))
+            # No SM_* of the caller's environment applies: they would point the job elsewhere.
+            metrics = training.run_training_job(training.TrainingPaths.resolve(paths.opt_ml, environ={}))
     except data.DataError as e:
         raise StepError(str(e)) from e
-    finally:
-        os.environ.update(env_backup)
     artifact.pack_model_tar(paths.model_dir, paths.tarball)
     return TrainedModel(paths.tarball, sha256_of(paths.tarball), metrics)
 

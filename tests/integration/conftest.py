@@ -26,8 +26,9 @@ from lambdas.classify_image import invoke_endpoint
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.settings import DEFAULT_ENDPOINT_NAME
 from local_model.train import train_from_folder
-from scones.local.emulator import aws_environment_for, emulator_endpoint
+from scones.local.emulator import emulator_endpoint
 from scones.local.model_server import ModelServer
+from tests.helpers.aws_environment import aws_environment_for
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from scones.local.emulator import (
     EmulatorError,
     EmulatorPortTakenError,
     Ministack,
-    aws_environment_for,
     emulator_endpoint,
     is_reachable,
 )
+from tests.helpers.aws_environment import aws_environment_for
 
 pytestmark = pytest.mark.integration
 
