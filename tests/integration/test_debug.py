@@ -17,7 +17,7 @@ from .dev_loop import copy_sources, start_up_on_suite_emulator, stop_up, workdir
 
 pytestmark = pytest.mark.integration
 
-BREAKPOINT_AT = "    predicted = CLASSES[inferences.index(max(inferences))]\n"
+BREAKPOINT_AT = "    predicted = predicted_class(inferences)\n"
 
 
 def test_a_debugger_stops_at_a_breakpoint_in_the_handler_during_an_execution(
