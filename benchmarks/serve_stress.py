@@ -35,7 +35,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_latency import build_untrained_model
 
-from local_model.captured import read_captured_inferences
+from local_model.capture_reader import read_captured_inferences
 from scones.local.model_server import ModelServer
 from scones.monitoring.report import percentile
 

@@ -27,13 +27,12 @@ from cloud.defaults import (
 )
 from cloud.errors import DeployError
 from cloud.stack import apply_change_set, stack_outputs, stack_resource_id, stack_status, wait_for_stack
+from local_model.settings import ENDPOINT_NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 
 # Function names are "<stack>-filter-low-confidence" (22 characters) and at most 64 long.
 STACK_NAME_PATTERN = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]{0,41}$")
-# SageMaker's rule, lower case only: SageMaker lower-cases endpoint ARNs and the IAM policy names one.
-ENDPOINT_NAME_PATTERN = re.compile(r"^[a-z0-9](-*[a-z0-9]){0,62}$")
 # The clients every deploy and teardown uses, made (and real AWS refused) before any work.
 STACK_SERVICES = ("cloudformation", "s3", "sts")
 

@@ -22,7 +22,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
-import re
 import signal
 import sys
 import threading
@@ -43,12 +42,16 @@ from local_model import inference
 from local_model.capture import CaptureWriter
 from local_model.http_protocol import protocol_with_header_timeout
 from local_model.inference import BodyTooLargeError, EmptyBodyError, InferenceRequestError
-from local_model.settings import ENDPOINT_NAME_VAR, ServeSettings, SettingsError, read_serve_settings
+from local_model.settings import (
+    ENDPOINT_NAME_PATTERN,
+    ENDPOINT_NAME_VAR,
+    ServeSettings,
+    SettingsError,
+    read_serve_settings,
+)
 
 logger = logging.getLogger("local_model.serve")  # not __name__: that is "__main__" under `python -m`
 
-# SageMaker's own rule for endpoint names; it also keeps the name safe to use in capture file paths.
-ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 INFERENCE_ID_HEADER = "x-amzn-sagemaker-inference-id"
 INVOKED_VARIANT_HEADER = "x-Amzn-Invoked-Production-Variant"
 # Every image is decoded and scored on one of MODEL_THREADS dedicated threads, never on the event loop, so

@@ -7,6 +7,7 @@ the same code run on a laptop, in tests and in the image without code changes.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,10 @@ ENDPOINT_NAME_VAR = "SCONES_ENDPOINT_NAME"
 # get SageMaker's ValidationError, so a typo fails here, not after promotion), and it names the captures (also
 # those of /invocations, which carries no name). One default for the whole project: cloud/deploy.py uses it.
 DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
+# The endpoint-name rule, written once (the server checks requests with it; cloud/deploy.py checks a deploy's
+# name, and the template's AllowedPattern is this pattern: a test ties them). SageMaker's own rule allows upper
+# case, but SageMaker lower-cases endpoint ARNs and the IAM policy names the endpoint, so names are lower case.
+ENDPOINT_NAME_PATTERN = re.compile(r"^[a-z0-9](-*[a-z0-9]){0,62}$")
 
 
 class SettingsError(ValueError):

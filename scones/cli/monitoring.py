@@ -15,7 +15,7 @@ from cloud.defaults import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_WORKDIR,
 )
-from local_model.captured import CaptureReadProblems, read_captured_inferences
+from local_model.capture_reader import CaptureReadProblems, read_captured_inferences
 from scones.cli.common import (
     DRIFT_WINDOW,
     AsJson,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud.aws import AwsTarget
-from local_model.captured import CaptureReadProblems, read_captured_inferences
+from local_model.capture_reader import CaptureReadProblems, read_captured_inferences
 from scones.pipeline.deployment import CAPTURE_PREFIX
 
 DRIFT_WINDOW = 100  # as `scones monitor` (scones/cli/common.py)

@@ -1,6 +1,6 @@
 """The monitoring report of `scones monitor`: what the endpoint captured, drawn and put on one HTML page.
 
-From the captured inferences (local_model/captured.py, a folder or S3) it draws, with matplotlib:
+From the captured inferences (local_model/capture_reader.py, a folder or S3) it draws, with matplotlib:
 - `confidence.png`: each inference's top-class probability over inference time, the threshold as a line,
   the inferences below it (rejected by the workflow) marked;
 - `classes.png`: the predicted classes counted per interval of inference time;
@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lambdas.contract import CLASSES, predicted_class
-from local_model.captured import CapturedInference, CaptureReadProblems
+from local_model.capture_reader import CapturedInference, CaptureReadProblems
 from scones.monitoring.report import save_figure
 
 LOWEST_SHOWN = 16  # images in the lowest-confidence grid

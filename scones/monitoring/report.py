@@ -13,7 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from lambdas.contract import CLASSES, Outcome, predicted_class
-from local_model.captured import CapturedInference
+from local_model.capture_reader import CapturedInference
 from local_model.threshold import precision_coverage_curve, routed_precision_coverage
 from scones.workflow.batch import ImageOutcome
 

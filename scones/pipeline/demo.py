@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local_model.capture import CaptureError
-from local_model.captured import CaptureReadProblems, read_captured_inferences
+from local_model.capture_reader import CaptureReadProblems, read_captured_inferences
 from scones.console.server import console_beside
 from scones.local.connection import TargetKind, connect
 from scones.local.environment import export_lines, local_environment, wait_until_interrupted

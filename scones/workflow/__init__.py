@@ -5,5 +5,6 @@
     batch.py         many images a few at a time, through the workflow or straight to the endpoint
     prefix_batch.py  every image under an S3 prefix through the batch state machine (the Distributed Map)
     ledger.py        a batch accounted for: every image once, every execution terminal, every request served
+    invoke.py        one deployed function invoked alone with an event (`scones invoke`), its log lines
 
 Outcomes, classes and error names come from lambdas/contract.py (Outcome, predicted_class, error_name)."""

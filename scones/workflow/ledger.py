@@ -22,7 +22,7 @@ from pathlib import Path
 from cloud.aws import AwsTarget
 from cloud.polling import PollTimeoutError, poll
 from lambdas.contract import CLASSES, LOW_CONFIDENCE_ERROR, UNNAMED_LAMBDA_ERRORS, Outcome
-from local_model.captured import CapturedInference, read_captured_inferences
+from local_model.capture_reader import CapturedInference, read_captured_inferences
 from scones.monitoring.report import OUTCOMES
 from scones.workflow.batch import ImageOutcome, run_workflow_batch
 from scones.workflow.execution import TERMINAL_STATUSES

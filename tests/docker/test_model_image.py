@@ -18,7 +18,7 @@ import pytest
 
 from lambdas.contract import CLASSES
 from local_model import inference
-from local_model.captured import read_captured_inferences
+from local_model.capture_reader import read_captured_inferences
 from local_model.classifier import pack_model_tar
 from scones.local.supervisor import free_port
 

@@ -15,7 +15,7 @@ import pytest
 
 from lambdas.contract import CLASSES
 from local_model import inference
-from local_model.captured import read_captured_inferences
+from local_model.capture_reader import read_captured_inferences
 from scones.local.supervisor import free_port
 from scones.pipeline import sagemaker_local
 

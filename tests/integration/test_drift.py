@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from local_model.baseline import load_baseline
-from local_model.captured import read_captured_inferences
+from local_model.capture_reader import read_captured_inferences
 from local_model.data import holdout_split, load_image_folder
 from local_model.train import Hyperparameters
 from scones.monitoring.drift import DEFAULT_MIN_WINDOW, DEFAULT_PSI_THRESHOLD, detect_drift, scores_of

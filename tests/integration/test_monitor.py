@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cloud.aws import AwsTarget
-from local_model.captured import read_captured_inferences
+from local_model.capture_reader import read_captured_inferences
 from scones import cli
 from scones.local.model_server import ModelServer
 from scones.workflow.execution import run_image

@@ -311,3 +311,11 @@ def test_teardown_deletes_the_capture_writing_endpoint_before_emptying_the_bucke
         assert sagemaker.list_endpoints()["Endpoints"] == []
         assert stack_status(cfn, "scones-order") is None
         assert s3.list_buckets()["Buckets"] == []
+
+
+def test_the_endpoint_name_rule_is_one_rule_for_deploy_and_the_server() -> None:
+    from local_model import serve, settings
+
+    assert deploy.ENDPOINT_NAME_PATTERN is serve.ENDPOINT_NAME_PATTERN is settings.ENDPOINT_NAME_PATTERN
+    assert deploy.ENDPOINT_NAME_PATTERN.match("scones-image-classifier")
+    assert not deploy.ENDPOINT_NAME_PATTERN.match("Scones-Image-Classifier")  # SageMaker lower-cases ARNs

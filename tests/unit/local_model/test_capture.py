@@ -25,7 +25,7 @@ from local_model.capture import (
     build_capture_record,
     capture_file_name,
 )
-from local_model.captured import CaptureReadProblems, list_capture_files, read_captured_inferences
+from local_model.capture_reader import CaptureReadProblems, list_capture_files, read_captured_inferences
 
 WHEN = datetime(2024, 5, 1, 13, 7, 9, 123456, tzinfo=UTC)
 FILE_PATTERN = re.compile(

@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 
 from cloud import deploy
 from local_model import inference, serve
-from local_model.captured import read_captured_inferences
+from local_model.capture_reader import read_captured_inferences
 from local_model.settings import DEFAULT_ENDPOINT_NAME, SettingsError, read_serve_settings
 from scones.local.model_server import ModelServer
 from tests.helpers.image_samples import encode, jpeg_rgb, png_claiming_size, png_rgba, random_pixels, truncated

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from local_model.captured import read_captured_inferences
+from local_model.capture_reader import read_captured_inferences
 from scones.local.model_server import (
     ModelReloadError,
     ModelServer,

@@ -16,7 +16,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from local_model.capture import build_capture_record
-from local_model.captured import CapturedInference
+from local_model.capture_reader import CapturedInference
 from scones.workflow.batch import INTERRUPTED_ERROR, ImageOutcome, StartedExecutions
 from scones.workflow.ledger import (
     AccessCounts,
