@@ -1,7 +1,9 @@
-"""The console's speed: the executions page with N executions listed (cold: every execution described for
-the first time; warm: listed again), an execution page with its history, and the requests it sends to the
-emulator with no page open. Runs on an embedded ministack with a stack deployed, no model: the executions
-fail at the classifier (nothing listens where it calls), which is fine for timing the pages.
+"""The console's speed: the executions page with N executions listed (cold: the console's first view, answered
+from ListExecutions while every execution is described behind it; then how long until every row is read;
+warm: listed again), an execution page with its history, and the requests it sends to the emulator with no
+page open (before the first view, and after every row is read). Runs on an embedded ministack with a stack
+deployed, no model: the executions fail at the classifier (nothing listens where it calls), which is fine for
+timing the pages. Prints the load average, since the machine may be shared.
 
     python benchmarks/console.py --executions 1000
 """
@@ -9,6 +11,7 @@ fail at the classifier (nothing listens where it calls), which is fine for timin
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import urllib.request
 import uuid
@@ -26,11 +29,15 @@ from scones.monitoring.report import percentile
 from scones.workflow.execution import start_execution, wait_for_execution
 
 
-def fetch(url: str) -> tuple[float, int]:
+def fetch(url: str) -> tuple[float, bytes]:
     started = time.perf_counter()
     with urllib.request.urlopen(url, timeout=60) as response:
-        size = len(response.read())
-    return time.perf_counter() - started, size
+        body = response.read()
+    return time.perf_counter() - started, body
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -61,11 +68,20 @@ def main() -> None:
                 )
                 list(pool.map(lambda arn: wait_for_execution(sfn, arn, 300), arns))
             print(f"{args.executions} executions run in {time.perf_counter() - started:.1f} s")
+            print(f"load average before the console (1, 5, 15 min): {load()}")
             with ConsoleServer(aws, outputs, stack_name=name, target="ministack") as console:
                 idle_before = console.store.requests
                 time.sleep(3)  # no page open: the console must send nothing
                 idle = console.store.requests - idle_before
-                cold, size = fetch(f"{console.url}/executions")
+                cold, body = fetch(f"{console.url}/executions")
+                size, rows = len(body), body.count(b'<tr class="execution ')
+                reading_at_cold = body.count(b'<span class="pending">reading')
+                read_started = time.perf_counter()
+                all_read = console.store.wait_until_read(300)
+                read_s = time.perf_counter() - read_started  # from the answer to the last row read
+                after_read = console.store.requests
+                time.sleep(3)  # every row read, no page open: nothing more is sent
+                idle_after = console.store.requests - after_read
                 warm = []
                 for _ in range(args.repeats):
                     time.sleep(0.6)  # past the list's cache, so each fetch lists again
@@ -74,15 +90,21 @@ def main() -> None:
                 page = f"{console.url}/execution?{urlencode({'arn': arns[0]})}"
                 for _ in range(args.repeats):
                     one.append(fetch(page)[0])
-            print(f"with no page open for 3 s: {idle} requests to the emulator")
             print(
-                f"executions page, {args.executions} listed: cold {cold * 1000:.0f} ms ({size} bytes); "
+                f"with no page open for 3 s: {idle} requests to the emulator before the first view, "
+                f"{idle_after} after every row was read"
+            )
+            print(
+                f"executions page, {args.executions} listed: cold {cold * 1000:.0f} ms ({size} bytes, {rows} rows, "
+                f"{reading_at_cold} cells still reading); every row read {read_s:.1f} s after that answer"
+                f"{'' if all_read else ' (NOT all read within 300 s)'}; "
                 f"warm median {percentile(warm, 50) * 1000:.0f} ms, max {max(warm) * 1000:.0f} ms"
             )
             print(
                 f"execution page with its history: median {percentile(one, 50) * 1000:.0f} ms, "
                 f"max {max(one) * 1000:.0f} ms"
             )
+            print(f"load average after (1, 5, 15 min): {load()}")
         finally:
             teardown_stack(aws, name)
 
