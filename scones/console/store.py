@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from cloud.aws import AwsTarget
 from lambdas.contract import CLASSES, InvalidEventError, NotAnImageError, error_message, error_name, image_content_type
@@ -332,7 +332,10 @@ class ConsoleStore:
         """RedriveExecution where the emulator implements it (and the execution is redrivable); otherwise a
         new execution with the same input. Says which, and why."""
         self._check_writes()
-        described = self.execution(arn)
+        try:
+            described = self.execution(arn)
+        except (ClientError, ParamValidationError) as e:
+            raise ConsoleActionError(f"no execution {arn!r} to run again: {e}") from e
         if described["status"] not in ("FAILED", "TIMED_OUT", "ABORTED"):
             raise ConsoleActionError(f"only a failed execution is run again; this one is {described['status']}")
         try:
