@@ -342,12 +342,12 @@ def test_a_failed_execution_is_run_again_and_the_console_says_how(console, stack
     failed = run(sfn, stack["StateMachineArn"], event)
     assert failed.status == "FAILED", failed.summary()
     page.goto(f"{console.url}/execution?{urlencode({'arn': failed.execution_arn})}")
-    page.locator("#rerun").click()
-    said = page.locator("#action-result").filter(has_text="run again by")
-    said.wait_for(timeout=LIVE_DEADLINE_MS)
-    told = said.inner_text()
-    page.wait_for_url(re.compile(r"/execution\?arn="), timeout=LIVE_DEADLINE_MS)
-    page.wait_for_function("() => document.getElementById('graph') !== null")
+    with page.expect_navigation(timeout=LIVE_DEADLINE_MS):  # to the execution run again, once it has said how
+        page.locator("#rerun").click()
+        said = page.locator("#action-result").filter(has_text="run again by")
+        said.wait_for(timeout=LIVE_DEADLINE_MS)
+        told = said.inner_text()
+    page.locator("svg#graph").wait_for()
     arn = page.evaluate("new URLSearchParams(location.search).get('arn')")
     if is_ministack(aws_endpoint):  # ministack has no RedriveExecution: a new execution with the same input
         assert "a new execution with the same input" in told and "RedriveExecution answered" in told, told
