@@ -1,6 +1,7 @@
 """The console's store against moto's Step Functions: the executions list answers from ListExecutions alone,
 the rows are described behind it (newest first) and filled in, an execution that ended is described once,
-a status change is read again, and a failed DescribeExecution is retried at the next listing. No network."""
+a status change is read again, and a failed DescribeExecution is retried at the next listing. Run again
+against botocore's Stubber, with both answers an emulator may give to RedriveExecution. No network."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import threading
 
 import boto3
 import pytest
+from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from cloud.aws import AwsTarget
 from scones.console import store as store_module
-from scones.console.store import ConsoleStore
+from scones.console.store import ConsoleActionError, ConsoleStore
 
 DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
 READ_TIMEOUT_S = 10.0
@@ -135,4 +137,87 @@ def test_no_request_is_sent_until_a_page_asks(aws, machine):
     assert listed == [] and store.requests == 0
     store.executions()
     assert len(listed) == 1
+    store.close()
+
+
+# --- run again (botocore's Stubber: both answers an emulator may give to RedriveExecution) -----------------
+
+MACHINE_ARN = "arn:aws:states:us-east-1:000000000000:stateMachine:m"
+FAILED_ARN = "arn:aws:states:us-east-1:000000000000:execution:m:failed"
+FAILED_INPUT = {"s3_bucket": "b", "s3_key": "k/gone.png", "id": "the-first-runs-id"}
+
+
+@pytest.fixture
+def stubbed(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    session = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    aws = AwsTarget(session, allow_aws=True)  # the Stubber answers: nothing is sent
+    with Stubber(aws.client("stepfunctions")) as stubber:
+        yield ConsoleStore(aws, {"StateMachineArn": MACHINE_ARN}), stubber
+        stubber.assert_no_pending_responses()
+
+
+def described(status: str) -> dict:
+    return {
+        "executionArn": FAILED_ARN,
+        "stateMachineArn": MACHINE_ARN,
+        "name": "failed",
+        "status": status,
+        "startDate": "2026-01-01T00:00:00Z",
+        "input": json.dumps(FAILED_INPUT),
+    }
+
+
+def test_a_failed_execution_is_redriven_where_the_emulator_can(stubbed):
+    store, stubber = stubbed
+    stubber.add_response("describe_execution", described("FAILED"), {"executionArn": FAILED_ARN})
+    stubber.add_response("redrive_execution", {"redriveDate": "2026-01-01T00:01:00Z"}, {"executionArn": FAILED_ARN})
+    assert store.rerun(FAILED_ARN) == {
+        "execution_arn": FAILED_ARN,
+        "how": "RedriveExecution",
+        "why": "the emulator redrove it",
+    }
+
+
+def test_where_redrive_is_refused_the_same_input_starts_a_new_execution_with_its_own_id(stubbed):
+    store, stubber = stubbed
+    sent = []
+    starting = "provide-client-params.states.StartExecution"
+    store.sfn.meta.events.register(starting, lambda params, **_: sent.append(params))
+    stubber.add_response("describe_execution", described("FAILED"), {"executionArn": FAILED_ARN})
+    stubber.add_client_error("redrive_execution", "UnknownOperationException", "RedriveExecution is not implemented")
+    stubber.add_response(
+        "start_execution",
+        {"executionArn": f"{FAILED_ARN}-again", "startDate": "2026-01-01T00:01:00Z"},
+        {"stateMachineArn": MACHINE_ARN, "name": ANY, "input": ANY},
+    )
+    answer = store.rerun(FAILED_ARN)
+    assert answer["execution_arn"] == f"{FAILED_ARN}-again"
+    assert answer["how"] == "a new execution with the same input"
+    assert "UnknownOperationException" in answer["why"] and "not implemented" in answer["why"]
+    again = json.loads(sent[0]["input"])
+    assert {k: v for k, v in again.items() if k != "id"} == {"s3_bucket": "b", "s3_key": "k/gone.png"}
+    assert again["id"] != "the-first-runs-id" and sent[0]["name"].startswith("rerun-")
+
+
+def test_only_a_failed_execution_is_run_again_and_an_unknown_one_is_said_so(stubbed):
+    store, stubber = stubbed
+    stubber.add_response("describe_execution", described("SUCCEEDED"), {"executionArn": FAILED_ARN})
+    with pytest.raises(ConsoleActionError, match="only a failed execution"):
+        store.rerun(FAILED_ARN)
+    stubber.add_client_error("describe_execution", "ExecutionDoesNotExist", "no such execution")
+    with pytest.raises(ConsoleActionError, match="no execution"):
+        store.rerun(FAILED_ARN)
+
+
+def test_rows_are_described_in_the_order_the_page_shows_them_newest_first(aws, machine):
+    for i in range(4):
+        start(aws, machine, f"k/{i}.png")
+    store = ConsoleStore(aws, {"StateMachineArn": machine}, describe_threads=1)
+    described = count_calls(aws, "DescribeExecution")
+    shown = [row.arn for row in store.executions()]
+    assert store.wait_until_read(READ_TIMEOUT_S)
+    assert described == shown
+    starts = [row.start for row in store.executions()]
+    assert starts == sorted(starts, reverse=True)
     store.close()
