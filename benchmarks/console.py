@@ -1,9 +1,9 @@
-"""The console's speed: the executions page with N executions listed (cold: the console's first view, answered
-from ListExecutions while every execution is described behind it; then how long until every row is read;
-warm: listed again), an execution page with its history, and the requests it sends to the emulator with no
-page open (before the first view, and after every row is read). Runs on an embedded ministack with a stack
-deployed, no model: the executions fail at the classifier (nothing listens where it calls), which is fine for
-timing the pages. Prints the load average, since the machine may be shared.
+"""The console's speed: the executions page with N executions listed (cold: a console's first view, answered
+from ListExecutions while every execution is described behind it, on --repeats fresh consoles, and how long
+until every row is read; warm: listed again), an execution page with its history, and the requests sent to
+the emulator with no page open (before the first view, and after every row is read). Runs on an embedded
+ministack with a stack deployed, no model: the executions fail at the classifier (nothing listens where it
+calls), which is fine for timing the pages. Prints the load average, since the machine may be shared.
 
     python benchmarks/console.py --executions 1000
 """
@@ -68,36 +68,42 @@ def main() -> None:
                 )
                 list(pool.map(lambda arn: wait_for_execution(sfn, arn, 300), arns))
             print(f"{args.executions} executions run in {time.perf_counter() - started:.1f} s")
-            print(f"load average before the console (1, 5, 15 min): {load()}")
-            with ConsoleServer(aws, outputs, stack_name=name, target="ministack") as console:
-                idle_before = console.store.requests
-                time.sleep(3)  # no page open: the console must send nothing
-                idle = console.store.requests - idle_before
-                cold, body = fetch(f"{console.url}/executions")
-                size, rows = len(body), body.count(b'<tr class="execution ')
-                reading_at_cold = body.count(b'<span class="pending">reading')
-                read_started = time.perf_counter()
-                all_read = console.store.wait_until_read(300)
-                read_s = time.perf_counter() - read_started  # from the answer to the last row read
-                after_read = console.store.requests
-                time.sleep(3)  # every row read, no page open: nothing more is sent
-                idle_after = console.store.requests - after_read
-                warm = []
-                for _ in range(args.repeats):
-                    time.sleep(0.6)  # past the list's cache, so each fetch lists again
-                    warm.append(fetch(f"{console.url}/executions")[0])
-                one = []
-                page = f"{console.url}/execution?{urlencode({'arn': arns[0]})}"
-                for _ in range(args.repeats):
-                    one.append(fetch(page)[0])
+            print(f"load average before the consoles (1, 5, 15 min): {load()}")
+            cold, read, reading_at_cold, warm, one, sizes = [], [], [], [], [], set()
+            idle = idle_after = 0
+            for attempt in range(args.repeats):  # a fresh console each time: each first view is cold
+                with ConsoleServer(aws, outputs, stack_name=name, target="ministack") as console:
+                    if attempt == 0:
+                        time.sleep(3)  # no page open: the console must send nothing
+                        idle = console.store.requests
+                    elapsed, body = fetch(f"{console.url}/executions")
+                    cold.append(elapsed)
+                    sizes.add((len(body), body.count(b'<tr class="execution ')))
+                    reading_at_cold.append(body.count(b' reading" data-arn='))  # rows not described yet
+                    read_started = time.perf_counter()
+                    if not console.store.wait_until_read(300):
+                        raise SystemExit("not every row was read within 300 s")
+                    read.append(time.perf_counter() - read_started)  # from the answer to the last row read
+                    if attempt == 0:
+                        after_read = console.store.requests
+                        time.sleep(3)  # every row read, no page open: nothing more is sent
+                        idle_after = console.store.requests - after_read
+                        for _ in range(args.repeats):
+                            time.sleep(0.6)  # past the list's cache, so each fetch lists again
+                            warm.append(fetch(f"{console.url}/executions")[0])
+                        page = f"{console.url}/execution?{urlencode({'arn': arns[0]})}"
+                        for _ in range(args.repeats):
+                            one.append(fetch(page)[0])
             print(
                 f"with no page open for 3 s: {idle} requests to the emulator before the first view, "
                 f"{idle_after} after every row was read"
             )
             print(
-                f"executions page, {args.executions} listed: cold {cold * 1000:.0f} ms ({size} bytes, {rows} rows, "
-                f"{reading_at_cold} cells still reading); every row read {read_s:.1f} s after that answer"
-                f"{'' if all_read else ' (NOT all read within 300 s)'}; "
+                f"executions page, {args.executions} listed (bytes, rows: {sorted(sizes)}): "
+                f"cold, {args.repeats} fresh consoles: median {percentile(cold, 50) * 1000:.0f} ms, "
+                f"max {max(cold) * 1000:.0f} ms, {min(reading_at_cold)} to {max(reading_at_cold)} rows still "
+                f"being read; every row read after that answer: median "
+                f"{percentile(read, 50):.1f} s, max {max(read):.1f} s; "
                 f"warm median {percentile(warm, 50) * 1000:.0f} ms, max {max(warm) * 1000:.0f} ms"
             )
             print(

@@ -290,6 +290,8 @@ def test_a_cold_list_shows_the_rows_at_once_and_fills_in_what_is_still_being_rea
     """A console's first view answers from ListExecutions: its DescribeExecution calls are held here until the
     page has been looked at (the emulator still answers them), then the rows fill in without a reload."""
     name = stack["StateMachineArn"].rsplit(":", 1)[-1].removesuffix("-image-classification")
+    routed_arn = executions["routed"].execution_arn
+    key = json.loads(boto3.client("stepfunctions").describe_execution(executionArn=routed_arn)["input"])["s3_key"]
     release = threading.Event()
 
     def hold(**_) -> None:  # returns None: the call then goes to the emulator as usual
@@ -303,24 +305,17 @@ def test_a_cold_list_shows_the_rows_at_once_and_fills_in_what_is_still_being_rea
             listed = int(page.locator("#count-total").inner_text())
             assert listed >= len(executions) and reading.count() == listed
             assert int(page.locator("#count-reading").inner_text()) == listed
-            routed = page.locator(f'tr.execution[data-arn="{executions["routed"].execution_arn}"]')
+            routed = page.locator(f'tr.execution[data-arn="{routed_arn}"]')
             assert routed.locator("td.key").inner_text() == "reading…"
             assert routed.locator("td.outcome").inner_text() == "routed"  # SUCCEEDED says it without a description
             # A search by key cannot place unread rows: it says so instead of hiding them silently.
-            key = json.loads(
-                boto3.client("stepfunctions").describe_execution(executionArn=executions["routed"].execution_arn)[
-                    "input"
-                ]
-            )["s3_key"]
             page.locator("#filters input[name=q]").fill(key)
             page.locator("#count-undecided").wait_for(timeout=LIVE_DEADLINE_MS)
             assert page.locator("tr.execution").count() == 0
         finally:
             release.set()
         # Read now: the live table fills in, the search finds the row, and the note is gone.
-        page.locator(f'tr.execution[data-arn="{executions["routed"].execution_arn}"] td.key', has_text=key).wait_for(
-            timeout=LIVE_DEADLINE_MS
-        )
+        page.locator(f'tr.execution[data-arn="{routed_arn}"] td.key', has_text=key).wait_for(timeout=LIVE_DEADLINE_MS)
         page.locator("#reading").wait_for(state="detached", timeout=LIVE_DEADLINE_MS)
         assert page.locator("tr.execution.reading").count() == 0
 
