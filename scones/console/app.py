@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import jinja2
+from botocore.exceptions import ClientError, ParamValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -139,9 +140,17 @@ def create_app(store: ConsoleStore, settings: ConsoleSettings, report: Monitorin
             raise
         return page("execution.html", view=view, arn=arn)
 
+    def described_or_none(request: Request) -> dict | None:
+        """The execution the query names, or None when it names none here."""
+        try:
+            return store.execution(request.query_params.get("arn", ""))
+        except (ClientError, ParamValidationError):
+            return None
+
     def execution_logs(request: Request) -> Response:
-        arn = request.query_params.get("arn", "")
-        described = store.execution(arn)
+        described = described_or_none(request)
+        if described is None:
+            return PlainTextResponse("no such execution", status_code=404)
         event = json.loads(described.get("input") or "null")
         correlation = str(event.get("id")) if isinstance(event, dict) and event.get("id") else None
         lines = store.log_lines(correlation, described["startDate"], described.get("stopDate")) if correlation else []
@@ -149,7 +158,9 @@ def create_app(store: ConsoleStore, settings: ConsoleSettings, report: Monitorin
         return Response(html, media_type="text/html; charset=utf-8")
 
     def execution_image(request: Request) -> Response:
-        described = store.execution(request.query_params.get("arn", ""))
+        described = described_or_none(request)
+        if described is None:
+            return PlainTextResponse("no such execution", status_code=404)
         event = json.loads(described.get("input") or "null")
         if not (isinstance(event, dict) and event.get("s3_bucket") and event.get("s3_key")):
             return PlainTextResponse("this execution names no image", status_code=404)

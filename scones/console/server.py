@@ -106,6 +106,7 @@ class ConsoleServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._server = self._thread = None
+        self.store.close()
 
     def wait(self, poll: Callable[[], None] | None = None) -> None:
         """Block until the server ends (Ctrl-C raises KeyboardInterrupt here)."""

@@ -1,27 +1,32 @@
 """Everything the console reads from AWS (or an emulator), and the three things it writes, through the one
 AwsTarget. Reads are made only when a page asks: nothing polls by itself, so with no page open the console
-sends no request. The executions list is cached for REFRESH_S, so many open pages cost one listing; an
-execution that has ended never changes, so it is described once."""
+sends no request. The executions list is cached for REFRESH_S, so many open pages cost one listing. The list
+answers from ListExecutions alone (name, status, start and stop are in it); what only DescribeExecution
+knows (the S3 key, a failure's error and message) is read behind it, newest first, and kept: an execution
+that has ended never changes, so it is described once, and a row says while it is still being read."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from cloud.aws import AwsTarget
 from lambdas.contract import CLASSES, InvalidEventError, NotAnImageError, error_message, error_name, image_content_type
 from lambdas.contract import outcome_of as workflow_outcome
-from scones.workflow.execution import TERMINAL_STATUSES, image_key, start_execution, upload_image
+from scones.workflow.execution import image_key, start_execution, upload_image
+
+logger = logging.getLogger(__name__)
 
 REFRESH_S = 0.5  # the executions list is listed again at most this often, however many pages poll it
 MAX_LISTED = 2000  # executions listed per state machine (newest first)
-DESCRIBE_THREADS = 8  # executions described at once when many are new
+DESCRIBE_THREADS = 8  # executions described at once, behind the list, when many are new
 LOG_SLACK = timedelta(seconds=5)  # log lines are looked for from this long before the start ...
 LOG_AFTER = timedelta(seconds=60)  # ... to this long after the stop
 MAX_LOG_LINES = 200
@@ -52,6 +57,15 @@ class ExecutionRow:
     outcome: str = ""  # routed, rejected, failed, running, done
     error: str | None = None  # the named error of a failed execution
     message: str = ""  # its message
+    described_status: str | None = None  # the status DescribeExecution saw; None: not described yet
+
+    @property
+    def reading(self) -> bool:
+        """True while what only DescribeExecution tells (key, error) is not known for this status yet."""
+        if self.described_status is None:
+            return True
+        # A run that succeeded tells nothing new; one that failed has an error to read.
+        return self.described_status != self.status and self.status != "SUCCEEDED"
 
     @property
     def seconds(self) -> float | None:
@@ -89,7 +103,11 @@ class ConsoleStore:
     _rows: dict[str, ExecutionRow] = field(default_factory=dict, init=False)
     _listed: list[str] = field(default_factory=list, init=False)
     _listed_at: float = field(default=float("-inf"), init=False)
+    describe_threads: int = DESCRIBE_THREADS
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _queued: set[str] = field(default_factory=set, init=False)  # ARNs waiting to be described
+    _describer: ThreadPoolExecutor | None = field(default=None, init=False)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     requests: int = field(default=0, init=False)  # AWS calls made, for the benchmark and the tests
 
     @property
@@ -109,12 +127,23 @@ class ConsoleStore:
     # --- the executions list --------------------------------------------------------------------------
 
     def executions(self) -> list[ExecutionRow]:
-        """Every execution of both state machines, newest first (listed again at most every REFRESH_S)."""
+        """Every execution of both state machines, newest first (listed again at most every REFRESH_S). Rows
+        not described yet say so (`reading`); they are described in the background and filled in."""
         with self._lock:
             if time.monotonic() - self._listed_at >= REFRESH_S:
                 self._refresh()
                 self._listed_at = time.monotonic()
             return [self._rows[arn] for arn in self._listed]
+
+    @property
+    def reading(self) -> int:
+        """How many executions are waiting to be described."""
+        with self._lock:
+            return len(self._queued)
+
+    def _count(self, calls: int = 1) -> None:
+        with self._count_lock:
+            self.requests += calls
 
     def _refresh(self) -> None:
         listed, stale = [], []
@@ -123,51 +152,87 @@ class ConsoleStore:
             for page in self.sfn.get_paginator("list_executions").paginate(
                 stateMachineArn=arn, PaginationConfig={"PageSize": 1000}
             ):
-                self.requests += 1
+                self._count()
                 for execution in page["executions"]:
                     row = self._rows.get(execution["executionArn"])
-                    if row is None or (row.status != execution["status"] or row.status not in TERMINAL_STATUSES):
-                        stale.append((machine, execution))
-                    listed.append(execution["executionArn"])
+                    if row is None:
+                        row = row_of_listing(machine, execution)
+                        self._rows[row.arn] = row
+                    elif row.status != execution["status"]:  # it ended (or was redriven) since
+                        row = updated_from_listing(row, execution)
+                        self._rows[row.arn] = row
+                    if row.reading and row.arn not in self._queued:
+                        stale.append(row.arn)
+                    listed.append(row.arn)
                     count += 1
                 if count >= MAX_LISTED:
                     break
-        if stale:
-            with ThreadPoolExecutor(min(DESCRIBE_THREADS, len(stale))) as pool:
-                for row in pool.map(lambda item: self._describe_row(*item), stale):
-                    self._rows[row.arn] = row
         self._listed = sorted(listed, key=lambda a: self._rows[a].start, reverse=True)
+        if stale:
+            if self._describer is None:
+                self._describer = ThreadPoolExecutor(self.describe_threads, thread_name_prefix="console-describe")
+            rank = {arn: i for i, arn in enumerate(self._listed)}
+            for arn in sorted(stale, key=rank.__getitem__):  # newest first: the top of the page
+                self._queued.add(arn)
+                self._describer.submit(self._describe, arn)
 
-    def _describe_row(self, machine: str, listed: dict) -> ExecutionRow:
-        self.requests += 1
-        described = self.sfn.describe_execution(executionArn=listed["executionArn"])
-        return row_of(machine, described)
+    def _describe(self, arn: str) -> None:
+        try:
+            self._count()
+            described = self.sfn.describe_execution(executionArn=arn)
+        except Exception as e:  # a throttle or a blip: the next listing queues it again
+            logger.debug("DescribeExecution %s failed (%s): queued again at the next listing", arn, e)
+            with self._lock:
+                self._queued.discard(arn)
+            return
+        with self._lock:
+            listed = self._rows.get(arn)
+            row = row_of(listed.machine if listed else self.machine_of(described["stateMachineArn"]), described)
+            self._rows[arn] = row
+            self._queued.discard(arn)
+
+    def wait_until_read(self, timeout_s: float) -> bool:
+        """Block until every listed execution is described (for the benchmark and the tests)."""
+        deadline = time.monotonic() + timeout_s
+        while self.reading:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self) -> None:
+        """Drop what is still queued (the console is stopping)."""
+        if self._describer is not None:
+            self._describer.shutdown(wait=True, cancel_futures=True)
+            self._describer = None
+        with self._lock:
+            self._queued.clear()
 
     # --- one execution --------------------------------------------------------------------------------
 
     def execution(self, arn: str) -> dict:
-        self.requests += 1
+        self._count()
         return self.sfn.describe_execution(executionArn=arn)
 
     def definition(self, arn: str) -> str:
         """The definition the execution ran (DescribeStateMachineForExecution): the deployed one."""
-        self.requests += 1
+        self._count()
         return self.sfn.describe_state_machine_for_execution(executionArn=arn)["definition"]
 
     def history(self, arn: str) -> list[dict]:
         events = []
         for page in self.sfn.get_paginator("get_execution_history").paginate(executionArn=arn):
-            self.requests += 1
+            self._count()
             events.extend(page["events"])
         return events
 
     def map_runs(self, arn: str) -> list[dict]:
         """The execution's Map Runs, described (counts of items and of their executions)."""
-        self.requests += 1
+        self._count()
         runs = self.sfn.list_map_runs(executionArn=arn).get("mapRuns", [])
         described = []
         for run in runs:
-            self.requests += 1
+            self._count()
             found = self.sfn.describe_map_run(mapRunArn=run["mapRunArn"])
             found.pop("ResponseMetadata", None)
             described.append(found)
@@ -177,7 +242,7 @@ class ConsoleStore:
         """The summary the batch wrote (s3://bucket/key), or None when it is not there."""
         bucket, _, key = location.removeprefix("s3://").partition("/")
         try:
-            self.requests += 1
+            self._count()
             body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             return json.loads(body)
         except (ClientError, ValueError):
@@ -186,7 +251,7 @@ class ConsoleStore:
     def image(self, bucket: str, key: str) -> tuple[bytes, str] | None:
         """The image an execution classified, with its content type (PNG or JPEG only), or None."""
         try:
-            self.requests += 1
+            self._count()
             body = self.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_IMAGE_BYTES}")["Body"].read()
         except ClientError:
             return None
@@ -212,7 +277,7 @@ class ConsoleStore:
                     logGroupName=f"/aws/lambda/{function}", startTime=start_ms, endTime=end_ms
                 )
                 for page in pages:
-                    self.requests += 1
+                    self._count()
                     for event in page["events"]:
                         line = parse_log_line(event.get("message", ""))
                         if line is not None and line.get("correlation_id") == correlation_id:
@@ -267,7 +332,10 @@ class ConsoleStore:
         """RedriveExecution where the emulator implements it (and the execution is redrivable); otherwise a
         new execution with the same input. Says which, and why."""
         self._check_writes()
-        described = self.execution(arn)
+        try:
+            described = self.execution(arn)
+        except (ClientError, ParamValidationError) as e:
+            raise ConsoleActionError(f"no execution {arn!r} to run again: {e}") from e
         if described["status"] not in ("FAILED", "TIMED_OUT", "ABORTED"):
             raise ConsoleActionError(f"only a failed execution is run again; this one is {described['status']}")
         try:
@@ -282,6 +350,35 @@ class ConsoleStore:
         event = {k: v for k, v in event.items() if k != "id"}  # the new execution gets its own correlation id
         new = start_execution(self.sfn, machine_arn, event, "rerun")
         return {"execution_arn": new, "how": "a new execution with the same input", "why": why}
+
+
+def row_of_listing(machine: str, listed: dict) -> ExecutionRow:
+    """A row from ListExecutions alone: no key, and a failure not named yet."""
+    return ExecutionRow(
+        machine=machine,
+        arn=listed["executionArn"],
+        name=listed["name"],
+        status=listed["status"],
+        start=listed["startDate"],
+        stop=listed.get("stopDate"),
+        outcome=listed_outcome(machine, listed["status"]),
+    )
+
+
+def updated_from_listing(row: ExecutionRow, listed: dict) -> ExecutionRow:
+    """A described row whose status the listing shows changed: the new status and stop now; a failure's error
+    when it is described again."""
+    status = listed["status"]
+    outcome = listed_outcome(row.machine, status)
+    return replace(row, status=status, stop=listed.get("stopDate"), outcome=outcome, error=None, message="")
+
+
+def listed_outcome(machine: str, status: str) -> str:
+    """The outcome the status alone tells; "" for an image execution that ended otherwise than SUCCEEDED: it was
+    rejected as low confidence or failed, which its error (DescribeExecution) tells."""
+    if status in ("RUNNING", "SUCCEEDED") or machine == BATCH_MACHINE:
+        return outcome_of(machine, status, None)
+    return ""
 
 
 def row_of(machine: str, described: dict) -> ExecutionRow:
@@ -300,6 +397,7 @@ def row_of(machine: str, described: dict) -> ExecutionRow:
         outcome=outcome_of(machine, described["status"], named),
         error=named,
         message=error_message(cause) if error else "",
+        described_status=described["status"],
     )
 
 

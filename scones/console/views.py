@@ -27,14 +27,27 @@ class Filters:
     def from_query(cls, query) -> Filters:
         return cls(query.get("status", "")[:40], query.get("outcome", "")[:120], query.get("q", "")[:1024])
 
-    def keep(self, row: ExecutionRow) -> bool:
+    def keep(self, row: ExecutionRow) -> bool | None:
+        """Whether the row passes; None when it cannot be told yet: the row is still being read and the
+        filters ask about what only its description tells (its key, or how it failed)."""
         if self.status and row.status != self.status:
             return False
+        undecided = False
         if self.outcome:
             outcome, _, error = self.outcome.partition(":")
-            if row.outcome != outcome or (error and row.error != error):
+            if row.reading and not row.outcome:  # ended otherwise than SUCCEEDED: rejected or failed
+                if outcome not in ("rejected", "failed"):
+                    return False
+                undecided = True
+            elif row.reading and error and row.outcome == "failed":  # a batch: failed, with which error?
+                undecided = True
+            elif row.outcome != outcome or (error and row.error != error):
                 return False
-        return not self.q or self.q.lower() in row.key.lower()
+        if self.q and self.q.lower() not in row.key.lower():
+            if not (row.reading and not row.key):
+                return False
+            undecided = True
+        return None if undecided else True
 
 
 @dataclass
@@ -45,15 +58,29 @@ class ExecutionsView:
     by_outcome: dict[str, int]  # routed, rejected, failed:<Error>, ...
     errors: list[str]  # the named errors seen, for the outcome filter
     version: str  # changes whenever what the table shows changes (the page's ETag)
+    reading: int = 0  # executions listed but not described yet (their key or error still to come)
+    undecided: int = 0  # of those, how many the filters cannot place yet (not shown until read)
+
+
+def outcome_label(row: ExecutionRow) -> str:
+    if row.outcome == "failed" and row.error:
+        return f"failed:{row.error}"
+    if row.reading and (not row.outcome or row.outcome == "failed"):
+        return "ended, being read"  # rejected or failed: its error says which
+    return row.outcome
 
 
 def executions_view(store: ConsoleStore, filters: Filters) -> ExecutionsView:
     rows = store.executions()
-    shown = [row for row in rows if filters.keep(row)]
-    by_outcome = Counter(f"failed:{r.error}" if r.outcome == "failed" and r.error else r.outcome for r in rows)
+    decisions = [(row, filters.keep(row)) for row in rows]
+    shown = [row for row, keep in decisions if keep]
+    by_outcome = Counter(outcome_label(r) for r in rows)
     digest = hashlib.sha256(repr(filters).encode())
     for row in shown:
-        digest.update(f"{row.arn}|{row.status}|{row.outcome}\n".encode())
+        digest.update(f"{row.arn}|{row.status}|{row.outcome}|{row.error}|{row.reading}|{row.key}\n".encode())
+    undecided = sum(1 for _, keep in decisions if keep is None)
+    reading = sum(1 for r in rows if r.reading)
+    digest.update(f"{reading}|{undecided}".encode())
     return ExecutionsView(
         rows=shown,
         total=len(rows),
@@ -61,6 +88,8 @@ def executions_view(store: ConsoleStore, filters: Filters) -> ExecutionsView:
         by_outcome=dict(sorted(by_outcome.items())),
         errors=sorted({r.error for r in rows if r.error}),
         version=digest.hexdigest()[:16],
+        reading=reading,
+        undecided=undecided,
     )
 
 

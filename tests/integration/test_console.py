@@ -1,16 +1,21 @@
 """`scones console` on a real emulator, in real headless Chromium: the graph drawn from the deployed definition
 with one node per state; a routed execution, one rejected as low confidence, one failed with
 EndpointUnavailableError and a batch, each drawn with its path and colours; a click shows a state's input; an
-uploaded image starts an execution that appears on the list without a reload; and the security rules (Host
-check, token, origin, escaping of keys, inputs and error causes). With SCONES_CONSOLE_SCREENSHOT=PATH it also
-writes the screenshot the README shows."""
+uploaded image (picked, or dropped on the drop zone as a real drop event) starts an execution that appears on
+the list without a reload; an execution started with a JSON input; a failed execution run again (and the
+console saying how); the monitoring report shown and drawn again with what was captured since; and the
+security rules (Host check, token, origin, escaping of keys, inputs and error causes, no credential in any
+page or answer). With SCONES_CONSOLE_SCREENSHOT=PATH it also writes the screenshot the README shows."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import re
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,10 +27,14 @@ import boto3
 import pytest
 
 from cloud.aws import AwsTarget
+from scones.console.monitoring import capture_source
 from scones.console.server import ConsoleServer
 from scones.local.emulator import is_ministack
+from scones.local.model_server import ModelServer
 from scones.local.supervisor import free_port
 from scones.workflow.execution import start_execution, upload_image, wait_for_execution
+
+from .conftest import ENDPOINT_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +42,10 @@ EXECUTION_TIMEOUT_S = 120.0
 LIVE_DEADLINE_MS = 30_000  # upload to the row on the page: about a second (trigger + one poll)
 SCREENSHOT_VAR = "SCONES_CONSOLE_SCREENSHOT"
 HOSTILE = '<script>window.__xss=1</script>"><img src=x onerror="window.__xss=2">'
+CAPTURE_DEADLINE_S = 60.0
+# The console's own secret key: the emulators check no signature, so a key no page could contain by chance
+# shows whether any page or answer carries the credentials the console signs with.
+CONSOLE_SECRET = f"scones-console-secret-{uuid.uuid4().hex}"
 
 
 def browser_executable() -> str | None:
@@ -54,8 +67,10 @@ def count_states(definition: dict) -> int:
 @pytest.fixture(scope="module")
 def console(stack, tmp_path_factory):
     name = stack["StateMachineArn"].rsplit(":", 1)[-1].removesuffix("-image-classification")
+    environment = boto3.Session().get_credentials().get_frozen_credentials()
+    session = boto3.Session(aws_access_key_id=environment.access_key, aws_secret_access_key=CONSOLE_SECRET)
     with ConsoleServer(
-        AwsTarget(), stack, stack_name=name, target="the test emulator", workdir=tmp_path_factory.mktemp("console")
+        AwsTarget(session), stack, stack_name=name, target="the emulator", workdir=tmp_path_factory.mktemp("console")
     ) as server:
         yield server
 
@@ -271,6 +286,166 @@ def test_an_uploaded_image_starts_an_execution_that_appears_live(console, stack,
     assert page.locator("tr.execution td.key").all_inner_texts() == [key]
 
 
+def test_a_cold_list_shows_the_rows_at_once_and_fills_in_what_is_still_being_read(stack, executions, page, tmp_path):
+    """A console's first view answers from ListExecutions: its DescribeExecution calls are held here until the
+    page has been looked at (the emulator still answers them), then the rows fill in without a reload."""
+    name = stack["StateMachineArn"].rsplit(":", 1)[-1].removesuffix("-image-classification")
+    routed_arn = executions["routed"].execution_arn
+    key = json.loads(boto3.client("stepfunctions").describe_execution(executionArn=routed_arn)["input"])["s3_key"]
+    release = threading.Event()
+
+    def hold(**_) -> None:  # returns None: the call then goes to the emulator as usual
+        release.wait(LIVE_DEADLINE_MS / 1000)
+
+    with ConsoleServer(AwsTarget(), stack, stack_name=name, target="the emulator", workdir=tmp_path) as cold:
+        cold.store.sfn.meta.events.register("before-call.states.DescribeExecution", hold)
+        try:
+            page.goto(f"{cold.url}/executions")
+            reading = page.locator("tr.execution.reading")
+            listed = int(page.locator("#count-total").inner_text())
+            assert listed >= len(executions) and reading.count() == listed
+            assert int(page.locator("#count-reading").inner_text()) == listed
+            routed = page.locator(f'tr.execution[data-arn="{routed_arn}"]')
+            assert routed.locator("td.key").inner_text() == "reading…"
+            assert routed.locator("td.outcome").inner_text() == "routed"  # SUCCEEDED says it without a description
+            # A search by key cannot place unread rows: it says so instead of hiding them silently.
+            page.locator("#filters input[name=q]").fill(key)
+            page.locator("#count-undecided").wait_for(timeout=LIVE_DEADLINE_MS)
+            assert page.locator("tr.execution").count() == 0
+        finally:
+            release.set()
+        # Read now: the live table fills in, the search finds the row, and the note is gone.
+        page.locator(f'tr.execution[data-arn="{routed_arn}"] td.key', has_text=key).wait_for(timeout=LIVE_DEADLINE_MS)
+        page.locator("#reading").wait_for(state="detached", timeout=LIVE_DEADLINE_MS)
+        assert page.locator("tr.execution.reading").count() == 0
+
+
+def drop_file(page, selector: str, data: bytes, name: str, mime: str) -> None:
+    """A real drop event on `selector`: a DataTransfer holding the file, as a drag from the desktop sends."""
+    transfer = page.evaluate_handle(
+        """([b64, name, mime]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: mime }));
+            return transfer;
+        }""",
+        [base64.b64encode(data).decode("ascii"), name, mime],
+    )
+    page.dispatch_event(selector, "dragover", {"dataTransfer": transfer})
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def test_an_image_dropped_on_the_drop_zone_starts_an_execution(console, stack, data_dir, page):
+    image = sorted((data_dir / "bicycle").glob("*.png"))[-1]  # one no other test sends
+    key = f"{stack['UploadTriggerPrefix']}{hashlib.sha256(image.read_bytes()).hexdigest()}.png"
+    page.goto(f"{console.url}/executions")
+    drop_file(page, "#dropzone", image.read_bytes(), image.name, "image/png")
+    page.locator("#action-result").filter(has_text=key).wait_for(timeout=LIVE_DEADLINE_MS)
+    assert "upload trigger" in page.locator("#action-result").inner_text()
+    page.locator("tr.execution", has=page.locator("td.key", has_text=key)).first.wait_for(timeout=LIVE_DEADLINE_MS)
+    # What was dropped is what S3 holds: the same bytes, under the trigger's prefix.
+    stored = boto3.client("s3").get_object(Bucket=stack["ImageBucketName"], Key=key)["Body"].read()
+    assert stored == image.read_bytes()
+
+
+def test_a_dropped_file_that_is_not_an_image_is_refused_and_said_so(console, page):
+    page.goto(f"{console.url}/executions")
+    drop_file(page, "#dropzone", b"not an image at all", "notes.txt", "text/plain")
+    page.locator("#action-result.error").filter(has_text="upload refused").wait_for(timeout=LIVE_DEADLINE_MS)
+    assert "not an image" in page.locator("#action-result").inner_text()
+
+
+def test_an_execution_started_with_a_json_input_opens_on_its_page(console, stack, test_images, page):
+    sfn, s3 = boto3.client("stepfunctions"), boto3.client("s3")
+    bucket = stack["ImageBucketName"]
+    key = upload_image(s3, bucket, test_images.confident["bicycle"].path.read_bytes())
+    page.goto(f"{console.url}/executions")
+    page.locator("#start-json select[name=machine]").select_option("image")
+    page.locator("#start-json textarea[name=input]").fill(json.dumps({"s3_bucket": bucket, "s3_key": key}))
+    page.locator("#start-json button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/execution\?arn="), timeout=LIVE_DEADLINE_MS)
+    arn = page.evaluate("new URLSearchParams(location.search).get('arn')")
+    assert json.loads(page.locator("#execution-input").inner_text())["s3_key"] == key
+    described = sfn.describe_execution(executionArn=arn)
+    assert described["stateMachineArn"] == stack["StateMachineArn"] and described["name"].startswith("console-")
+    assert wait_for_execution(sfn, arn, EXECUTION_TIMEOUT_S).status == "SUCCEEDED"
+
+
+def test_a_failed_execution_is_run_again_and_the_console_says_how(console, stack, page, aws_endpoint):
+    sfn = boto3.client("stepfunctions")
+    event = {"s3_bucket": stack["ImageBucketName"], "s3_key": f"direct/missing-{uuid.uuid4().hex}.png"}
+    failed = run(sfn, stack["StateMachineArn"], event)
+    assert failed.status == "FAILED", failed.summary()
+    page.goto(f"{console.url}/execution?{urlencode({'arn': failed.execution_arn})}")
+    with page.expect_navigation(timeout=LIVE_DEADLINE_MS):  # to the execution run again, once it has said how
+        page.locator("#rerun").click()
+        said = page.locator("#action-result").filter(has_text="run again by")
+        said.wait_for(timeout=LIVE_DEADLINE_MS)
+        told = said.inner_text()
+    page.locator("svg#graph").wait_for()
+    arn = page.evaluate("new URLSearchParams(location.search).get('arn')")
+    if "RedriveExecution answered" in told:  # refused (ministack 1.5.33, LocalStack 2026.3.0 community): resent
+        assert "a new execution with the same input" in told, told
+        assert arn != failed.execution_arn
+        again = json.loads(sfn.describe_execution(executionArn=arn)["input"])
+        original = json.loads(sfn.describe_execution(executionArn=failed.execution_arn)["input"])
+        assert {k: v for k, v in again.items() if k != "id"} == {k: v for k, v in original.items() if k != "id"}
+        assert again["id"] != original["id"]  # its own correlation id
+    else:  # redriven in place, where the emulator implements it
+        assert not is_ministack(aws_endpoint), told  # it has no RedriveExecution (cloud/EMULATORS.md)
+        assert "RedriveExecution" in told and arn == failed.execution_arn, told
+        assert sfn.describe_execution(executionArn=arn).get("redriveCount", 0) >= 1
+    ended = wait_for_execution(sfn, arn, EXECUTION_TIMEOUT_S)
+    assert ended.status == "FAILED"  # the image is still missing: run again, it fails the same way
+
+
+def wait_for_captures(url: str) -> None:
+    deadline = time.monotonic() + CAPTURE_DEADLINE_S
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+            if json.loads(response.read())["capture"]["records_buffered"] == 0:
+                return
+        time.sleep(0.2)  # polled until the deadline
+    pytest.fail(f"the model server at {url} still buffers captures after {CAPTURE_DEADLINE_S} s")
+
+
+def drawn_records(page) -> int:
+    """Press "Draw again" and read the number of records in the report the page frames after it reloads."""
+    with page.expect_navigation(timeout=EXECUTION_TIMEOUT_S * 1000):  # the page reloads once it is drawn
+        page.locator("#draw-report").click()
+    report = page.frame_locator("iframe#report")
+    report.locator("#records").wait_for(timeout=LIVE_DEADLINE_MS)
+    return int(report.locator("#records").inner_text())
+
+
+def test_the_monitoring_page_shows_the_report_and_draws_it_again(console, stack, model_dir, data_dir, page, tmp_path):
+    page.goto(f"{console.url}/monitoring")
+    assert capture_source(stack) in page.locator("main code").first.inner_text()
+    before = drawn_records(page)
+    # Two inferences captured where the console reads (the deployed endpoint's capture prefix) ...
+    server = ModelServer(
+        model_dir,
+        capture_destination=capture_source(stack),
+        endpoint_name=ENDPOINT_NAME,
+        log_path=tmp_path / "server.log",
+    )
+    with server:
+        for path in sorted((data_dir / "motorcycle").glob("*.png"))[:2]:
+            sent = urllib.request.Request(
+                f"{server.url}/invocations", data=path.read_bytes(), headers={"Content-Type": "image/png"}
+            )
+            with urllib.request.urlopen(sent, timeout=30) as response:
+                assert response.status == 200
+        wait_for_captures(server.url)
+    # ... are in the report once it is drawn again, and its charts load from the console.
+    page.goto(f"{console.url}/monitoring")
+    assert drawn_records(page) == before + 2
+    images = page.frame_locator("iframe#report").locator("img")
+    assert images.count() >= 2
+    for i in range(images.count()):
+        assert images.nth(i).evaluate("i => i.complete && i.naturalWidth") > 0
+
+
 # --- security -------------------------------------------------------------------------------------------
 
 
@@ -319,5 +494,74 @@ def test_keys_inputs_and_error_causes_are_shown_as_text(console, stack, test_ima
     page.locator('g.state[data-state="Serialize Image Data"]').click()
     assert "<script>window.__xss=1</script>" in page.locator("#detail-cause").inner_text()
     page.goto(f"{console.url}/executions?{urlencode({'q': HOSTILE})}")
+    page.locator("tr.execution td.key", has_text=HOSTILE).first.wait_for(timeout=LIVE_DEADLINE_MS)  # once read
     assert HOSTILE in page.locator("tr.execution td.key").first.inner_text()
     assert page.evaluate("window.__xss") is None and page.locator("img[src=x]").count() == 0
+
+
+def credential_words(*values: str | None) -> list[re.Pattern]:
+    """Each credential as a whole word: the emulators' dummy key is `test`, which a name may contain."""
+    return [re.compile(rf"(?<![A-Za-z0-9]){re.escape(v)}(?![A-Za-z0-9])") for v in values if v]
+
+
+def test_no_credential_is_rendered_in_any_page_or_answer(console, stack, executions, page):
+    signing = console.store.aws.session.get_credentials().get_frozen_credentials()
+    assert signing.secret_key == CONSOLE_SECRET  # the console signs with it: it reaches the emulator
+    environment = boto3.Session().get_credentials().get_frozen_credentials()  # the emulators' dummy keys
+    words = credential_words(
+        signing.access_key,
+        signing.secret_key,
+        signing.token,
+        environment.access_key,
+        environment.secret_key,
+        environment.token,
+    )
+    token = {"X-Console-Token": console.settings.token}
+    answers: dict[str, bytes] = {}
+
+    def get(path: str) -> None:
+        answers[f"GET {path}"] = request(f"{console.url}{path}")[1]
+
+    def post(path: str, body: bytes, headers: dict | None = None) -> None:
+        answers[f"POST {path}"] = request(f"{console.url}{path}", method="POST", body=body, headers=headers)[1]
+
+    for path in (
+        "/executions",
+        "/executions/table",
+        "/monitoring",
+        "/static/console.js",
+        "/monitoring/report/index.html",
+    ):
+        get(path)
+    for ended in executions.values():
+        arn = urlencode({"arn": ended.execution_arn})
+        for path in (f"/execution?{arn}", f"/execution/logs?{arn}"):
+            get(path)
+    get("/execution?arn=arn:aws:states:us-east-1:000000000000:execution:none:none")  # the error page
+    get("/execution?arn=not-an-arn")
+    answers["GET (another Host)"] = request(
+        f"{console.url}/executions", headers={"Host": f"rebinding.example:{console.port}"}
+    )[1]
+    start = {"machine": "image", "input": {"s3_bucket": stack["ImageBucketName"], "s3_key": "direct/none.png"}}
+    post("/actions/start", json.dumps(start).encode(), {**token, "Content-Type": "application/json"})
+    post("/actions/start", b'{"machine": "image", "input": {"s3_bucket": "Not A Bucket!", "s3_key": "x"}}', token)
+    post("/actions/start", b"{}")  # refused: no token
+    post("/actions/upload", b"not an image", token)
+    post("/actions/rerun?" + urlencode({"arn": executions["routed"].execution_arn}), b"{}", token)  # refused
+    post("/actions/rerun?" + urlencode({"arn": "not-an-arn"}), b"{}", token)
+    post("/monitoring/draw", b"{}", token)
+    # ... and what the browser sees once the live table and the logs have been fetched by the page's script.
+    page.goto(f"{console.url}/executions")
+    page.locator("tr.execution").first.wait_for()
+    answers["browser /executions"] = page.content().encode()
+    page.goto(f"{console.url}/execution?{urlencode({'arn': executions['routed'].execution_arn})}")
+    page.locator("#logs tr.log-line, #logs p").first.wait_for(timeout=LIVE_DEADLINE_MS)
+    answers["browser /execution"] = page.content().encode()
+    assert all(answers.values()), [where for where, body in answers.items() if not body]
+    leaks = [
+        (where, word.pattern)
+        for where, body in answers.items()
+        for word in words
+        if word.search(body.decode("utf-8", "replace"))
+    ]
+    assert leaks == []
