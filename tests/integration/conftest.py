@@ -37,6 +37,14 @@ DATA_DIR_VAR = "SCONES_DATA_DIR"
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar100-bikes"
 MODEL_URL_VAR = "SCONES_IT_MODEL_URL"
 LAMBDA_MODEL_URL_VAR = "SCONES_IT_LAMBDA_MODEL_URL"
+# For the tests that run `scones up` (its model server listens on the host's loopback): skipped where the Lambdas
+# run in the LocalStack container of docker compose, which cannot reach it (the compose journey deploys with
+# --model-url instead; docs/inner-loop.md says what applies there).
+NEEDS_UP_ON_THE_HOST = pytest.mark.skipif(
+    bool(os.environ.get(MODEL_URL_VAR)),
+    reason="`scones up` starts its model server on the host's loopback, which the Lambdas in the LocalStack "
+    "container (docker compose) cannot reach; the compose journey deploys with --model-url instead",
+)
 # "<docker host> <container>": the emulator runs in that container (tests/docker/run.py), its log is the container's.
 EMULATOR_CONTAINER_VAR = "SCONES_IT_EMULATOR_CONTAINER"
 # The project's default name: the compose model container serves it (SCONES_ENDPOINT_NAME unset), and the

@@ -12,10 +12,11 @@ from scones.local.state_file import read_state
 from scones.local.supervisor import free_port
 from scones.workflow.execution import start_execution, upload_image, wait_for_execution
 
+from .conftest import NEEDS_UP_ON_THE_HOST
 from .dap_client import DapClient
 from .dev_loop import copy_sources, start_up_on_suite_emulator, stop_up, workdir_with_model
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, NEEDS_UP_ON_THE_HOST]
 
 BREAKPOINT_AT = "    predicted = predicted_class(inferences)\n"
 

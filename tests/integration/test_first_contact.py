@@ -21,16 +21,12 @@ import pytest
 from local_model.classifier import pack_model_tar
 from scones.pipeline import steps
 
-from .conftest import ENDPOINT_NAME, MODEL_URL_VAR
+from .conftest import ENDPOINT_NAME, NEEDS_UP_ON_THE_HOST
 from .up_process import start_up
 
 EXECUTION_TIMEOUT_S = 120
 
-pytestmark = pytest.mark.skipif(
-    bool(os.environ.get(MODEL_URL_VAR)),
-    reason="`scones up` starts its model server on the host's loopback, which the Lambdas in the LocalStack "
-    "container (docker compose) cannot reach; the compose journey deploys with --model-url instead",
-)
+pytestmark = NEEDS_UP_ON_THE_HOST
 
 
 class UpSession:

@@ -18,9 +18,10 @@ from scones.errors import EXIT_OK
 from scones.local.state_file import read_state
 from scones.pipeline import steps
 
+from .conftest import NEEDS_UP_ON_THE_HOST
 from .dev_loop import copy_sources, edit, run_on, scones, start_up_on_suite_emulator, stop_up, workdir_with_model
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, NEEDS_UP_ON_THE_HOST]
 
 RETURN_EVENT = "    return event\n\n\ndef check_confidence"
 

@@ -16,9 +16,10 @@ from scones.local.state_file import read_state
 from scones.pipeline import steps
 from scones.workflow.execution import ExecutionResult
 
+from .conftest import NEEDS_UP_ON_THE_HOST
 from .dev_loop import copy_sources, edit, run_on, start_up_on_suite_emulator, stop_up, workdir_with_model
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, NEEDS_UP_ON_THE_HOST]
 
 APPLIED_WITHIN_S = 60.0  # generous for two busy cores; benchmarks/watch_latency.py measures the real figure
 RETURN_EVENT = "    return event\n\n\ndef check_confidence"
