@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,8 +78,12 @@ def progress_map(function: Callable[[T], R], items: list[T], concurrency: int, d
     with progress_bar(total=len(items), desc=desc, unit=unit) as bar:
         try:
             futures = [pool.submit(function, item) for item in items]
-            for future in futures:
-                future.add_done_callback(lambda _: bar.update())
+            # The bar is drawn by this thread only: a worker that drew it would take tqdm's lock, which a Ctrl-C
+            # arriving while this thread held it could leave taken, and the interpreter's exit, which joins the
+            # workers, would then wait for ever.
+            for future in as_completed(futures):
+                future.result()  # the first failure, as soon as it happens
+                bar.update()
             results = [future.result() for future in futures]
         except BaseException:
             # Ctrl-C or a failed call: start nothing more, and do not wait for what is in flight.
