@@ -31,6 +31,7 @@ from scones.workflow.execution import CLASSIFY_STATE
 from scones.workflow.ledger import choose_images, count_invocations, list_batch_executions
 
 from .conftest import MODEL_URL_VAR
+from .up_process import ctrl_c_as_in_a_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +102,7 @@ def test_ctrl_c_stops_the_executions_the_batch_started(slow_stack, paused_server
             stderr=subprocess.PIPE,
             text=True,
             env=dict(os.environ),
+            preexec_fn=ctrl_c_as_in_a_terminal,  # stopped with SIGINT below, as Ctrl-C would
         )
         try:
             # Every worker's execution is in flight, in the state that waits for the paused model server.

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import queue
+import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """preexec_fn of a child the test stops with SIGINT, as Ctrl-C would: SIGINT's default disposition, which
+    Python turns into KeyboardInterrupt. A suite started as a background job (`pytest ... &`, CI wrappers) has
+    SIGINT ignored, children inherit that, and Python then leaves it ignored: the child would never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 UP_READY = "Ctrl-C stops everything."  # the last line `scones up` prints once everything runs
 UP_TIMEOUT_S = 300
@@ -45,7 +54,16 @@ def start_up(
     """Start `scones up` (with `extra_args`) and return once it says it is ready (or fail with what it printed)."""
     command = [sys.executable, "-m", "scones", "up", "--workdir", str(workdir), "--stack-name", stack_name]
     command += extra_args
-    up = UpProcess(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+    up = UpProcess(
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            preexec_fn=ctrl_c_as_in_a_terminal,
+        )
+    )
 
     def pump():
         for line in up.process.stdout:
