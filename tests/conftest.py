@@ -18,32 +18,38 @@ def browser_executable() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def rendered_images():
-    """`rendered_images(page) -> [(src, loaded, natural_width)]` for every <img> of an HTML file, as a real
-    headless Chromium (driven by Playwright) rendered it."""
+def browser():
+    """A real headless Chromium, driven by Playwright, for the pages people look at (reports, the console)."""
     executable = browser_executable()
     if executable is None:
-        message = "no Chromium to render the report (apt-get install chromium, or set SCONES_BROWSER)"
+        message = "no Chromium (apt-get install chromium, or set SCONES_BROWSER)"
         if os.environ.get("CI") == "true" or os.environ.get("SCONES_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         try:
-
-            def render(page_path: Path) -> list[tuple[str, bool, int]]:
-                page = browser.new_page()
-                try:
-                    page.goto(Path(page_path).resolve().as_uri(), wait_until="load")
-                    found = page.evaluate(
-                        "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
-                    )
-                finally:
-                    page.close()
-                return [tuple(item) for item in found]
-
-            yield render
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+@pytest.fixture(scope="session")
+def rendered_images(browser):
+    """`rendered_images(page) -> [(src, loaded, natural_width)]` for every <img> of an HTML file, as a real
+    headless Chromium (driven by Playwright) rendered it."""
+
+    def render(page_path: Path) -> list[tuple[str, bool, int]]:
+        page = browser.new_page()
+        try:
+            page.goto(Path(page_path).resolve().as_uri(), wait_until="load")
+            found = page.evaluate(
+                "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+            )
+        finally:
+            page.close()
+        return [tuple(item) for item in found]
+
+    return render

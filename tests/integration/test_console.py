@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import threading
 import time
 import urllib.error
@@ -48,12 +47,6 @@ CAPTURE_DEADLINE_S = 60.0
 CONSOLE_SECRET = f"scones-console-secret-{uuid.uuid4().hex}"
 
 
-def browser_executable() -> str | None:
-    """Debian's chromium, as tests/conftest.py finds it for the monitoring report's test."""
-    candidates = ("chromium", "chromium-browser", "google-chrome")
-    return os.environ.get("SCONES_BROWSER") or next(filter(None, map(shutil.which, candidates)), None)
-
-
 def count_states(definition: dict) -> int:
     total = 0
     for state in definition["States"].values():
@@ -73,24 +66,6 @@ def console(stack, tmp_path_factory):
         AwsTarget(session), stack, stack_name=name, target="the emulator", workdir=tmp_path_factory.mktemp("console")
     ) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = browser_executable()
-    if executable is None:
-        message = "no Chromium (apt-get install chromium, or set SCONES_BROWSER)"
-        if os.environ.get("CI") == "true" or os.environ.get("SCONES_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture
