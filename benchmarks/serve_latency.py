@@ -2,9 +2,10 @@
 
     python benchmarks/serve_latency.py [--model-dir D] [--requests 500] [--warmup 50]
 
-Without --model-dir it serves an untrained width-16 ResNet9 from a temporary directory: the numbers
-depend on the architecture, not on the weights. Requests are real 32x32 RGBA PNGs (like the training
-images) sent one at a time over a kept-alive connection, as boto3 and the Lambdas send them.
+Without --model-dir it serves untrained width-16 ResNet9s (--networks of them, averaged, as the recipe trains)
+from a temporary directory: the numbers depend on the architecture, not on the weights. Requests are real
+32x32 RGBA PNGs (like the training images) sent one at a time over a kept-alive connection, as boto3 and the
+Lambdas send them.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from scones.local.model_server import ModelServer
 from scones.monitoring.report import percentile
 
 
-def build_untrained_model(model_dir: Path, width: int = 16) -> Path:
+def build_untrained_model(model_dir: Path, width: int = 16, networks: int = 1) -> Path:
     torch.manual_seed(0)
-    save_model_dir(model_dir, [ResNet9(width=width)], ModelMeta(width=width))
+    save_model_dir(model_dir, [ResNet9(width=width) for _ in range(networks)], ModelMeta(width=width))
     return model_dir
 
 
@@ -80,6 +81,7 @@ def measure_batch(model, batch_size: int, seconds: float, rng: np.random.Generat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, help="model directory or model.tar.gz; default: untrained width 16")
+    parser.add_argument("--networks", type=int, default=2, help="untrained model: ensemble members (the recipe's 2)")
     parser.add_argument("--requests", type=int, default=500, help="timed single-image requests per path")
     parser.add_argument("--warmup", type=int, default=50, help="untimed requests first")
     parser.add_argument("--batch-sizes", default="1,32,256", help="comma-separated predict_fn batch sizes")
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     bodies = [png_bytes(rng) for _ in range(64)]
     with tempfile.TemporaryDirectory() as scratch:
-        model_dir = args.model_dir or build_untrained_model(Path(scratch) / "model")
+        model_dir = args.model_dir or build_untrained_model(Path(scratch) / "model", networks=args.networks)
         env = {"SCONES_LOG_LEVEL": "warning"}
         rows = []
         extra_args = [] if args.access_log else ["--no-access-log"]
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             for size in map(int, args.batch_sizes.split(",")):
                 throughput.append((threads, size, measure_batch(model, size, args.batch_seconds, rng)))
 
-    model_name = args.model_dir or "untrained ResNet9 width 16"
+    model_name = args.model_dir or f"untrained ResNet9 width 16, {args.networks} network(s)"
     print(f"\nmodel: {model_name}; {args.requests} timed requests after {args.warmup} warm-up")
     # Other work on the machine shows up directly in the tail latencies: say how busy it was.
     print(f"1-min load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs")

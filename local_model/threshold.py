@@ -78,7 +78,7 @@ def precision_coverage_curve(scores: np.ndarray, correct: np.ndarray) -> list[tu
     return curve
 
 
-def choose_threshold(probs: np.ndarray, labels: np.ndarray, target: float) -> dict:
+def choose_threshold(probs: np.ndarray, labels: np.ndarray, target: float, source: str = "validation") -> dict:
     """The lowest threshold whose routed validation images have precision >= `target` (the most coverage
     that reaches it), with the precision and coverage it gives. `value` is None (deploy uses the workflow's
     default) when the split has fewer than MIN_VALIDATION_IMAGES images or no threshold reaches the target."""
@@ -92,14 +92,34 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, target: float) -> di
         reaching = [(t, p, c) for t, p, c in precision_coverage_curve(scores, correct) if p is not None and p >= target]
         if reaching:
             t, p, c = reaching[0]
-            return {**chosen, "value": t, "precision": p, "coverage": c, "source": "validation"}
+            return {**chosen, "value": t, "precision": p, "coverage": c, "source": source}
         best = max(p for _, p, _ in precision_coverage_curve(scores, correct) if p is not None)
         reason = f"no threshold reaches routed precision {target} on {len(labels)} validation images (best {best:.3f})"
     logger.warning("confidence threshold: %s; deploy will use the workflow's default threshold", reason)
     return {**chosen, "value": None, "precision": None, "coverage": None, "source": "fallback", "reason": reason}
 
 
-def no_validation_threshold(target: float) -> dict:
+def no_validation_threshold(target: float, detail: str = "") -> dict:
     reason = "training had no validation split (val_fraction=0 and no validation channel)"
+    reason += f", and {detail}" if detail else ""
     logger.warning("confidence threshold: %s; deploy will use the workflow's default threshold", reason)
     return {"target_precision": target, "n_images": 0, "value": None, "source": "fallback", "reason": reason}
+
+
+WILSON_Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
+
+
+def wilson_interval(successes: int, trials: int, z: float = WILSON_Z_95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (95% by default): unlike the normal approximation it stays
+    inside [0, 1] and is not empty at 0 or `trials` successes, as routed precision near 1 often is. None for no
+    trials."""
+    if trials <= 0:
+        return None
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    # At 0 or `trials` successes the bound is exactly 0 or 1 (the formula gives it up to rounding).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high

@@ -9,13 +9,18 @@ entrypoint runs in-process here: the /opt/ml root is overridable (SCONES_OPT_ML 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import math
+import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -24,17 +29,19 @@ import torch
 import torch.nn.functional as F
 
 from local_model.augment import AutoAugment
-from local_model.baseline import BASELINE_FILE, build_baseline, save_baseline
+from local_model.baseline import BASELINE_FILE, Baseline, build_baseline, save_baseline
 from local_model.classifier import Classifier, ModelMeta, build_network, probabilities, save_model_dir
-from local_model.data import ImageSet, holdout_split, load_image_folder
+from local_model.data import ImageSet, holdout_split, load_image_folder, stratified_folds
 from local_model.progress import progress_bar
+from local_model.recipe import RECIPE_CALIBRATION_FILE, recipe_calibration
 from local_model.threshold import choose_threshold, fit_temperature, negative_log_likelihood, no_validation_threshold
 
 
 @dataclass
 class Hyperparameters:
-    # Chosen on 5 stratified folds of the 1000 real training images (benchmarks/train_accuracy.py).
-    epochs: int = 200  # passes over the training set; ~0.7 s each on 1000 images, 2 cores (150: -1.1 pt)
+    # Chosen on 5 stratified folds of the 1000 real training images (benchmarks/threshold_choice.py and
+    # train_accuracy.py; docs/measured.md has every candidate tried and what it gave).
+    epochs: int = 200  # passes over the training set, per network; ~0.6 s each on 1000 images (150: -1.8 pt)
     batch_size: int = 100  # images per SGD step
     lr: float = 0.2  # peak learning rate of the one-cycle schedule (SGD, Nesterov)
     warmup_fraction: float = 0.2  # share of steps spent rising to the peak
@@ -42,18 +49,32 @@ class Hyperparameters:
     weight_decay: float = 5e-4  # L2, applied to weights and BN parameters alike
     label_smoothing: float = 0.0  # 0.1 was as accurate but capped confidence near 0.95: 64% vs 85% routed at 0.93
     width: int = 16  # channels of the stem; the net widens to 8x this
-    ensemble_size: int = 1  # independently seeded networks averaged at inference
+    # Networks averaged at inference, each trained on every training image from its own seed. Two: their
+    # disagreement is what separates the wrong answers from the right ones (docs/measured.md).
+    ensemble_size: int = 2
+    # Cross-fitting within one training run: the training set is cut into this many stratified folds and network k
+    # is trained without fold k (k < ensemble_size); each left-out image is scored by the network that never saw
+    # it, and those scores choose the threshold. It costs each network a fold of its images (with 2 of 5 folds, on
+    # the one fold measured, the pair's accuracy fell from 0.970 to 0.960), so the default recipe is cross-fitted
+    # once, offline, instead (local_model/recipe.py). 1 = off.
+    cross_fit_folds: int = 1
+    # Networks trained at once, each in a process of its own with an equal share of torch's threads (0 = as many
+    # as torch has threads, 1 = one after another in this process).
+    parallel_networks: int = 0
     autoaugment: bool = True  # AutoAugment's CIFAR-10 policy per image (local_model/augment.py, Pillow)
     cutout_px: int = 8  # side of the square zeroed at a random place (0 = off)
     crop_pad_px: int = 4  # reflect padding before the random 32x32 crop
-    val_fraction: float = 0.1  # held out (no validation channel) for the metrics, temperature and threshold; 0 = none
+    # Held out (when there is no validation channel) to choose the threshold and the drift baseline on; 0 = none,
+    # and then the recipe's cross-fitted ones apply when these are the recipe's hyperparameters (local_model/recipe.py)
+    # or the workflow's default threshold.
+    val_fraction: float = 0.0
     bf16: bool = True  # bfloat16 autocast on CPU (AVX-512 BF16 makes it ~2x faster)
-    # The routing threshold is the lowest top-class probability at which the routed validation images reach
-    # this precision (local_model/threshold.py); too few validation images or none reaching it: the default.
+    # The routing threshold is the lowest top-class probability at which the routed held-out images reach this
+    # precision (local_model/threshold.py); too few held-out images or none reaching it: the default.
     routed_precision_target: float = 0.99  # share of routed images sent to their true class, 0..1
-    # Temperature scaling fitted on the validation split. Off: on 5 folds it left coverage at the target unchanged
+    # Temperature scaling fitted on the held-out scores. Off: on 5 folds it left coverage at the target unchanged
     # (0.692 vs 0.691; it barely reorders scores) while T, fitted on 80 images, ranged 0.33..1.67
-    # (benchmarks/threshold_choice.py). On, served scores are calibrated probabilities; model.json records T.
+    # (benchmarks/threshold_choice.py at the time). On, served scores are calibrated; model.json records T.
     calibrate: bool = False
     seed: int = 0
 
@@ -79,6 +100,16 @@ class Hyperparameters:
         hp = cls(**values)
         if not 0.0 < hp.routed_precision_target <= 1.0:
             raise HyperparameterError(f"routed_precision_target={hp.routed_precision_target} is not in (0, 1]")
+        if hp.cross_fit_folds < 1:
+            raise HyperparameterError(f"cross_fit_folds={hp.cross_fit_folds} is not >= 1")
+        if hp.parallel_networks < 0:
+            raise HyperparameterError(f"parallel_networks={hp.parallel_networks} is not >= 0")
+        if hp.ensemble_size < 1:
+            raise HyperparameterError(f"ensemble_size={hp.ensemble_size} is not >= 1")
+        if hp.cross_fit_folds > 1 and hp.ensemble_size > hp.cross_fit_folds:
+            raise HyperparameterError(
+                f"ensemble_size={hp.ensemble_size} > cross_fit_folds={hp.cross_fit_folds}: one network per fold at most"
+            )
         return hp
 
 
@@ -109,7 +140,9 @@ def augment(images: torch.Tensor, hp: Hyperparameters, auto: AutoAugment | None)
     return out
 
 
-def train_network(train_set: ImageSet, hp: Hyperparameters, seed: int, desc: str = "train") -> torch.nn.Module:
+def train_network(
+    train_set: ImageSet, hp: Hyperparameters, seed: int, desc: str = "train", position: int = 0
+) -> torch.nn.Module:
     """Train one network from scratch; deterministic for a given seed and thread count."""
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -129,7 +162,7 @@ def train_network(train_set: ImageSet, hp: Hyperparameters, seed: int, desc: str
     )
     auto = AutoAugment() if hp.autoaugment else None
     net.train()
-    with progress_bar(range(hp.epochs), desc=desc, unit="epoch") as bar:
+    with progress_bar(range(hp.epochs), desc=desc, unit="epoch", position=position) as bar:
         for _ in bar:
             batch_images = augment(images, hp, auto)
             order = torch.randperm(len(labels))
@@ -157,69 +190,188 @@ def evaluate(classifier: Classifier, images: ImageSet, threshold: float | None =
     start = time.perf_counter()
     probs = classifier.predict_proba(images.images)
     seconds = time.perf_counter() - start
+    return {**score_probabilities(probs, images.labels, threshold), "inference_images_per_s": len(images) / seconds}
+
+
+def score_probabilities(probs: np.ndarray, labels: np.ndarray, threshold: float | None = None) -> dict:
+    """`evaluate`'s numbers from class probabilities already computed (e.g. out-of-fold ones)."""
     predicted = probs.argmax(1)
-    n_classes = len(classifier.meta.classes)
-    confusion = np.zeros((n_classes, n_classes), dtype=int)
-    np.add.at(confusion, (images.labels, predicted), 1)
+    confusion = np.zeros((probs.shape[1], probs.shape[1]), dtype=int)
+    np.add.at(confusion, (labels, predicted), 1)
     result = {
-        "accuracy": float((predicted == images.labels).mean()),
+        "accuracy": float((predicted == labels).mean()),
         "confusion_matrix": confusion.tolist(),
-        "n_images": len(images),
-        "inference_images_per_s": len(images) / seconds,
+        "n_images": len(labels),
     }
     if threshold is not None:
         confident = probs.max(1) >= threshold
         result["threshold"] = threshold
         result["routed_fraction"] = float(confident.mean())
-        result["routed_accuracy"] = float((predicted == images.labels)[confident].mean()) if confident.any() else None
+        result["routed_accuracy"] = float((predicted == labels)[confident].mean()) if confident.any() else None
+        result["routed"] = int(confident.sum())
+        result["routed_correct"] = int((predicted == labels)[confident].sum())
     return result
 
 
-def calibrate_and_choose_threshold(classifier: Classifier, validation: ImageSet, hp: Hyperparameters) -> None:
-    """Fit the temperature (when `hp.calibrate`) and choose the routing threshold on `validation`; both are
-    written into `classifier.meta` (so model.json holds them and served scores are the calibrated ones)."""
-    logits = classifier.logits(validation.images)
-    temperature = fit_temperature(logits, validation.labels) if hp.calibrate else 1.0
-    classifier.meta.temperature = temperature
-    chosen = choose_threshold(probabilities(logits, temperature).numpy(), validation.labels, hp.routed_precision_target)
+def calibrate_and_choose_threshold(
+    meta: ModelMeta, logits: torch.Tensor, labels: np.ndarray, hp: Hyperparameters, source: str
+) -> np.ndarray:
+    """Fit the temperature (when `hp.calibrate`) and choose the routing threshold on held-out `logits` (views, N,
+    classes) of images with `labels`; both are written into `meta` (so model.json holds them and served scores
+    are the calibrated ones). Returns the probabilities at that temperature."""
+    temperature = fit_temperature(logits, labels) if hp.calibrate else 1.0
+    meta.temperature = temperature
+    probs = probabilities(logits, temperature).numpy()
+    chosen = choose_threshold(probs, labels, hp.routed_precision_target, source)
     chosen["temperature"] = temperature
-    chosen["nll_uncalibrated"] = negative_log_likelihood(logits, validation.labels, 1.0)
-    chosen["nll_calibrated"] = negative_log_likelihood(logits, validation.labels, temperature)
-    classifier.meta.confidence_threshold = chosen
+    chosen["nll_uncalibrated"] = negative_log_likelihood(logits, labels, 1.0)
+    chosen["nll_calibrated"] = negative_log_likelihood(logits, labels, temperature)
+    meta.confidence_threshold = chosen
+    return probs
 
 
-def train_model(train_set: ImageSet, model_dir: Path, hp: Hyperparameters, validation: ImageSet | None = None) -> dict:
-    """Train the ensemble, evaluate on `validation` (or a held-out part of `train_set`), save the model."""
-    if validation is None and hp.val_fraction > 0:
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+@dataclass
+class NetworkJob:
+    """One network to train: on `images`, seeded `seed`; with `held_out`, also its logits of those images."""
+
+    images: ImageSet
+    seed: int
+    desc: str
+    held_out: np.ndarray | None = None
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker's initializer: on Linux, have the kernel stop the worker when its parent dies (a training
+    stopped with SIGTERM or SIGKILL would otherwise leave its networks training on), and stop now if it already
+    has (it died while this worker was starting)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the pool's own checks end workers after their current network
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _train_job(job: NetworkJob, hp: Hyperparameters, threads: int | None, position: int):
+    """Train one network (in this process or a worker's): its state_dict and, with `job.held_out`, its logits."""
+    if threads:
+        torch.set_num_threads(threads)
+    net = train_network(job.images, hp, seed=job.seed, desc=job.desc, position=position)
+    held = None
+    if job.held_out is not None:
+        held = Classifier([net], ModelMeta(width=hp.width)).logits(job.held_out)
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}, held
+
+
+def train_networks(jobs: list[NetworkJob], hp: Hyperparameters) -> list[tuple[torch.nn.Module, torch.Tensor | None]]:
+    """Train every job's network, `hp.parallel_networks` at a time in worker processes (spawned: a forked torch
+    can deadlock), each with an equal share of this process's torch threads; results in the jobs' order."""
+    workers = min(len(jobs), hp.parallel_networks or torch.get_num_threads())
+    if workers <= 1:
+        results = [_train_job(job, hp, None, 0) for job in jobs]
+    else:
+        threads = max(1, torch.get_num_threads() // workers)
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),)
+        )
+        with pool:
+            futures = [pool.submit(_train_job, job, hp, threads, k % workers) for k, job in enumerate(jobs)]
+            results = [f.result() for f in futures]
+    trained = []
+    for state_dict, held in results:
+        net = build_network(ModelMeta(width=hp.width))
+        net.load_state_dict(state_dict)
+        trained.append((net.eval(), held))
+    return trained
+
+
+def train_cross_fitted(
+    train_set: ImageSet, hp: Hyperparameters
+) -> tuple[list[torch.nn.Module], np.ndarray, torch.Tensor]:
+    """Network k trained without stratified fold k, for the first `hp.ensemble_size` folds; returns the networks,
+    the indices of the left-out images and their out-of-fold logits (views, n, classes): each image scored only
+    by the network that never saw it."""
+    folds = stratified_folds(train_set.labels, hp.cross_fit_folds, seed=hp.seed)[: hp.ensemble_size]
+    jobs = [
+        NetworkJob(
+            train_set.subset(np.setdiff1d(np.arange(len(train_set)), held)),
+            seed=hp.seed + k,
+            desc=f"net {k + 1}/{len(folds)}",
+            held_out=train_set.images[held],
+        )
+        for k, held in enumerate(folds)
+    ]
+    trained = train_networks(jobs, hp)
+    order = np.concatenate(folds)
+    return [net for net, _ in trained], order, torch.cat([held_logits for _, held_logits in trained], dim=1)
+
+
+def train_model(
+    train_set: ImageSet,
+    model_dir: Path,
+    hp: Hyperparameters,
+    validation: ImageSet | None = None,
+    held_out_scores: dict | None = None,
+) -> dict:
+    """Train the networks, choose the threshold on held-out scores, save the model.
+
+    The held-out scores are, with cross-fitting (`hp.cross_fit_folds` > 1), the out-of-fold scores of every
+    training image; otherwise the scores of `validation` (or of a `val_fraction` split of `train_set`). A given
+    `validation` set is evaluated either way. A `held_out_scores` dict gets those scores' logits and labels."""
+    cross_fit = hp.cross_fit_folds > 1
+    if not cross_fit and validation is None and hp.val_fraction > 0:
         train_idx, val_idx = holdout_split(train_set.labels, hp.val_fraction, hp.seed)
         train_set, validation = train_set.subset(train_idx), train_set.subset(val_idx)
     start = time.perf_counter()
-    networks = [
-        train_network(train_set, hp, seed=hp.seed + k, desc=f"net {k + 1}/{hp.ensemble_size}")
-        for k in range(hp.ensemble_size)
-    ]
+    if cross_fit:
+        networks, held_idx, held_logits = train_cross_fitted(train_set, hp)
+        held_out = train_set.subset(held_idx)
+        source = f"out-of-fold predictions ({len(held_out)} images, {len(networks)} of {hp.cross_fit_folds} folds)"
+    else:
+        jobs = [NetworkJob(train_set, hp.seed + k, f"net {k + 1}/{hp.ensemble_size}") for k in range(hp.ensemble_size)]
+        networks = [net for net, _ in train_networks(jobs, hp)]
+        held_out, source = validation, f"validation split ({len(validation) if validation else 0} images)"
     train_seconds = time.perf_counter() - start
     meta = ModelMeta(width=hp.width, hyperparameters=asdict(hp))
     classifier = Classifier(networks, meta)
+    n_member_images = sum(len(train_set) - (len(held_out) // len(networks) if cross_fit else 0) for _ in networks)
     metrics = {
         "train_seconds": train_seconds,
-        "train_images_per_s": hp.epochs * hp.ensemble_size * len(train_set) / train_seconds,
+        "train_images_per_s": hp.epochs * n_member_images / train_seconds,
         "n_train_images": len(train_set),
     }
-    if validation is not None:
-        calibrate_and_choose_threshold(classifier, validation, hp)
-        metrics["validation"] = evaluate(classifier, validation, meta.confidence_threshold["value"])
-        metrics["validation"]["confidence_threshold"] = meta.confidence_threshold
+    held_probs = None
+    if held_out is not None:
+        if not cross_fit:
+            held_logits = classifier.logits(held_out.images)
+        key = "out_of_fold" if cross_fit else "validation"
+        held_probs = calibrate_and_choose_threshold(meta, held_logits, held_out.labels, hp, key.replace("_", "-"))
+        if held_out_scores is not None:
+            held_out_scores.update(logits=held_logits.numpy(), labels=held_out.labels)
+        metrics[key] = score_probabilities(held_probs, held_out.labels, meta.confidence_threshold["value"])
+        metrics[key]["confidence_threshold"] = meta.confidence_threshold
     else:
-        meta.confidence_threshold = no_validation_threshold(hp.routed_precision_target)
+        recipe, why_not = recipe_calibration(asdict(hp))
+        if recipe is None:
+            meta.confidence_threshold = no_validation_threshold(hp.routed_precision_target, why_not)
+        else:
+            meta.confidence_threshold = {**recipe["threshold"], "source": "cross-fitted recipe"}
+    if cross_fit and validation is not None:
+        metrics["validation"] = evaluate(classifier, validation, meta.confidence_threshold["value"])
     meta.metrics = metrics
     save_model_dir(model_dir, networks, meta)
-    # The scores drift monitoring compares served traffic against (local_model/baseline.py); without a
-    # validation split there is none, and a stale one from an earlier run in this folder must not remain.
+    # The scores drift monitoring compares served traffic against (local_model/baseline.py); without held-out
+    # scores there is none, and a stale one from an earlier run in this folder must not remain.
     (Path(model_dir) / BASELINE_FILE).unlink(missing_ok=True)
-    if validation is not None:
-        source = f"validation split ({len(validation)} images)"
-        save_baseline(model_dir, build_baseline(classifier.predict_proba(validation.images), meta.classes, source))
+    if held_probs is not None:
+        save_baseline(model_dir, build_baseline(held_probs, meta.classes, source))
+    elif meta.confidence_threshold["source"] == "cross-fitted recipe":
+        save_baseline(model_dir, Baseline.from_dict(recipe["baseline"], RECIPE_CALIBRATION_FILE.name))
     return metrics
 
 

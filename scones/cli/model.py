@@ -147,9 +147,7 @@ def train(
     say(f"training: {steps.describe_recipe(quick, overrides)}; log {steps.training_log(workdir)}")
     model = steps.train_model(workdir, staged, overrides, quick=quick)
     say(f"model: {model.tarball} (sha256 {model.sha256[:16]}) in {model.metrics['train_seconds']:.0f} s")
-    validation = model.metrics.get("validation")
-    if validation:
-        say(f"validation accuracy {validation['accuracy']:.3f} on {validation['n_images']} images held out of training")
+    say(steps.describe_trained(model, steps.require_model(workdir).model_dir))
 
 
 @app.command(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lambdas.contract import CLASSES, Outcome, predicted_class
 from local_model.capture_reader import CapturedInference
-from local_model.threshold import precision_coverage_curve, routed_precision_coverage
+from local_model.threshold import precision_coverage_curve, routed_precision_coverage, wilson_interval
 from scones.workflow.batch import ImageOutcome
 
 OUTCOMES = tuple(outcome.value for outcome in Outcome)
@@ -54,6 +54,8 @@ class BatchReport:
     latency_p99_s: float | None
     coverage: float | None = None  # share of all images routed (failed ones count as not routed)
     routed_precision: float | None = None  # share of routed images sent to their true class
+    routed_precision_wilson95: tuple[float, float] | None = None  # its 95% Wilson interval
+    coverage_wilson95: tuple[float, float] | None = None
     threshold_source: str | None = None  # where the stack's threshold came from (model.json, --threshold, ...)
     captured: int | None = None  # capture records found after the run
     capture_destination: str | None = None
@@ -85,6 +87,8 @@ def summarize_batch(outcomes: list[ImageOutcome], threshold: float, via: str) ->
         routed_accuracy=sum(o.predicted == o.label for o in routed) / len(routed) if routed else None,
         coverage=len(routed) / len(outcomes) if outcomes else None,
         routed_precision=sum(o.predicted == o.label for o in routed) / len(routed) if routed else None,
+        routed_precision_wilson95=wilson_interval(sum(o.predicted == o.label for o in routed), len(routed)),
+        coverage_wilson95=wilson_interval(len(routed), len(outcomes)),
         confusion=confusion,
         latency_p50_s=percentile(latencies, 50),
         latency_p99_s=percentile(latencies, 99),
@@ -99,6 +103,13 @@ def _number(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    """E.g. "0.993 (95% CI 0.963-0.999)": a proportion with its Wilson interval."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
+
+
 def format_batch_report(report: BatchReport, what: str) -> str:
     """The short text report: outcomes, accuracy, confusion matrix, latency, captures."""
     n = report.n_images
@@ -109,8 +120,9 @@ def format_batch_report(report: BatchReport, what: str) -> str:
     if report.threshold_source:
         lines.append(f"  threshold     {report.threshold} from {report.threshold_source}")
     lines.append(
-        f"  at threshold  coverage {_number(report.coverage, '.3f')} (share routed), routed precision "
-        f"{_number(report.routed_precision, '.3f')}; top-class accuracy {_number(report.accuracy, '.3f')}"
+        f"  at threshold  coverage {with_interval(report.coverage, report.coverage_wilson95)} (share routed), "
+        f"routed precision {with_interval(report.routed_precision, report.routed_precision_wilson95)}; "
+        f"top-class accuracy {_number(report.accuracy, '.3f')}"
     )
     for name, count in sorted(report.errors.items()):
         lines.append(f"                  {count} x {name}")

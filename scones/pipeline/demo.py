@@ -78,12 +78,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
         purpose = ": for trying the pipeline, not for accuracy" if options.quick else ""
         say(f"[3/{total}] train: {recipe}{purpose}; log {steps.training_log(workdir)}")
         model = steps.train_model(workdir, staged, options.overrides, quick=options.quick)
-        validation = model.metrics.get("validation", {})
-        accuracy = validation.get("accuracy", float("nan"))
-        say(
-            f"      {model.metrics['train_seconds']:.0f} s; validation accuracy {accuracy:.3f} on "
-            f"{validation.get('n_images', 0)} images; {model.tarball} (sha256 {model.sha256[:12]})"
-        )
+        say(f"      {model.metrics['train_seconds']:.0f} s; {model.tarball} (sha256 {model.sha256[:12]})")
+        say(f"      {steps.describe_trained(model, steps.require_model(workdir).model_dir)}")
 
         say(f"[4/{total}] deploy: stack {options.deploy.stack_name} and a model server standing in for SageMaker")
         paths = steps.require_model(workdir)

@@ -70,6 +70,14 @@ class Deployment:
     threshold: ChosenThreshold | None = None
 
 
+# What the images a threshold was chosen on were, by model.json's confidence_threshold.source.
+HELD_OUT_IMAGES = {
+    "validation": "validation images",
+    "out-of-fold": "out-of-fold training images",
+    "cross-fitted recipe": "out-of-fold images of the cross-fitted recipe",
+}
+
+
 def resolve_threshold(override: float | None, model_dir: Path | None) -> ChosenThreshold:
     """The stack's confidence threshold: `override` (--threshold) when given, else the one training chose on
     its validation split (model.json), else DEFAULT_CONFIDENCE_THRESHOLD, saying why."""
@@ -92,7 +100,8 @@ def resolve_threshold(override: float | None, model_dir: Path | None) -> ChosenT
         raise ModelThresholdError(f"{meta_path}: confidence_threshold.value {value!r} is not a probability in [0, 1]")
     source = (
         f"{META_FILE}: routed precision {chosen['precision']:.3f} at coverage {chosen['coverage']:.0%} on "
-        f"{chosen['n_images']} validation images (target {chosen['target_precision']})"
+        f"{chosen['n_images']} {HELD_OUT_IMAGES.get(chosen.get('source', 'validation'), 'held-out images')} "
+        f"(target {chosen['target_precision']})"
     )
     return ChosenThreshold(float(value), source)
 

@@ -22,7 +22,9 @@ from scones.errors import DataDirError, NothingStagedError, NoTrainedModelError,
 
 HOLDOUT_FRACTION = 0.2  # of an image folder without a test split, held out from training for evaluation
 HOLDOUT_SEED = 20261125
-QUICK_HYPERPARAMETERS = {"epochs": "15"}  # enough to see the pipeline work, not for accuracy
+# Enough to see the pipeline work, not for accuracy: one network, and a validation split for its threshold and
+# drift baseline (the recipe's cross-fitted ones are for the full recipe only: local_model/recipe.py).
+QUICK_HYPERPARAMETERS = {"epochs": "15", "ensemble_size": "1", "val_fraction": "0.1"}
 
 
 class StepError(StepFailedError):
@@ -92,12 +94,13 @@ def training_hyperparameters(quick: bool, overrides: dict) -> dict:
 
 
 def describe_recipe(quick: bool, overrides: dict) -> str:
-    """E.g. "quick recipe (15 epochs)", for progress messages."""
+    """E.g. "quick recipe (15 epochs)" or "full recipe (2 networks x 200 epochs)", for progress messages."""
     from local_model import train as training
 
-    epochs = training.Hyperparameters.from_dict(training_hyperparameters(quick, overrides)).epochs
-    changed = "".join(f", {k}={v}" for k, v in overrides.items() if k != "epochs")
-    return f"{'quick' if quick else 'full'} recipe ({epochs} epochs{changed})"
+    hp = training.Hyperparameters.from_dict(training_hyperparameters(quick, overrides))
+    changed = "".join(f", {k}={v}" for k, v in overrides.items() if k not in ("epochs", "ensemble_size"))
+    networks = f"{hp.ensemble_size} networks x " if hp.ensemble_size > 1 else ""
+    return f"{'quick' if quick else 'full'} recipe ({networks}{hp.epochs} epochs{changed})"
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -250,6 +253,21 @@ def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool 
     return TrainedModel(paths.tarball, sha256_of(paths.tarball), metrics)
 
 
+def describe_trained(model: TrainedModel, model_dir: Path) -> str:
+    """E.g. "out-of-fold accuracy 0.968 on 1000 images; threshold 0.8 from model.json: routed precision ...":
+    what training measured on images its networks did not see, and the threshold it chose."""
+    from scones.pipeline.deployment import resolve_threshold
+
+    parts = []
+    for key, what in (("validation", "validation"), ("out_of_fold", "out-of-fold")):
+        held = model.metrics.get(key)
+        if held:
+            parts.append(f"{what} accuracy {held['accuracy']:.3f} on {held['n_images']} images")
+    threshold = resolve_threshold(None, model_dir)
+    parts.append(f"threshold {threshold.value} from {threshold.source}")
+    return "; ".join(parts)
+
+
 def require_model(workdir: Path) -> ModelPaths:
     """The trained model's paths; NoTrainedModelError saying exactly what is missing when there is none.
 
@@ -328,11 +346,15 @@ def format_evaluation(report: dict) -> str:
     what = "held-out training images" if report.get("test_is_holdout") else "test images"
     lines = [f"accuracy {report['accuracy']:.3f} on {report['n_images']} {what}"]
     if "threshold" in report:
-        precision = report["routed_accuracy"]
+        from local_model.threshold import wilson_interval
+        from scones.monitoring.report import with_interval
+
+        routed, right, n = report["routed"], report["routed_correct"], report["n_images"]
         lines.append(
             f"at threshold {report['threshold']} ({report['threshold_source']}): coverage "
-            f"{report['routed_fraction']:.3f} (share routed), routed precision "
-            + ("n/a" if precision is None else f"{precision:.3f}")
+            f"{with_interval(report['routed_fraction'], wilson_interval(routed, n))} (share routed, {routed} of {n}), "
+            f"routed precision {with_interval(report['routed_accuracy'], wilson_interval(right, routed))} "
+            f"({right} of {routed} to their true class)"
         )
     if report.get("precision_coverage_plot"):
         lines.append(f"precision/coverage curve: {report['precision_coverage_plot']}")

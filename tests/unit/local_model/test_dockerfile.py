@@ -129,7 +129,8 @@ def test_layout_environment_and_port():
     env = " ".join(instruction("ENV"))
     assert "PYTHONUNBUFFERED=1" in env and "PYTHONPATH=/opt/program" in env and "PATH=/opt/venv/bin:" in env
     assert instruction("EXPOSE") == ["8080"]
-    assert "local_model/*.py /opt/program/local_model/" in instruction("COPY")
+    # the code, and the recipe calibration training reads beside it (local_model/recipe.py)
+    assert "local_model/*.py local_model/recipe_calibration.json /opt/program/local_model/" in instruction("COPY")
 
 
 def test_entry_scripts_are_copied_executable_onto_path():

@@ -16,7 +16,13 @@ from cloud.aws import AwsTarget
 from lambdas.contract import DEFAULT_CONFIDENCE_THRESHOLD
 from local_model import classifier, threshold
 from local_model.classifier import META_FILE, load_model_dir, probabilities
-from local_model.threshold import MIN_VALIDATION_IMAGES, choose_threshold, fit_temperature, precision_coverage_curve
+from local_model.threshold import (
+    MIN_VALIDATION_IMAGES,
+    choose_threshold,
+    fit_temperature,
+    precision_coverage_curve,
+    wilson_interval,
+)
 from scones.pipeline import deployment
 from scones.pipeline.deployment import DeployOptions, ModelThresholdError, deploy_to_emulator, resolve_threshold
 from scones.pipeline.steps import ModelPaths
@@ -141,6 +147,10 @@ def test_the_threshold_comes_from_model_json_unless_overridden(tmp_path):
     assert chosen.value == 0.8765
     assert chosen.source == "model.json: routed precision 1.000 at coverage 71% on 80 validation images (target 0.99)"
     assert resolve_threshold(0.5, model_dir) == deployment.ChosenThreshold(0.5, "--threshold")
+    cross_fitted = write_meta(tmp_path / "cf", {**CHOSEN, "n_images": 1000, "source": "out-of-fold"})
+    assert resolve_threshold(None, cross_fitted).source == (
+        "model.json: routed precision 1.000 at coverage 71% on 1000 out-of-fold training images (target 0.99)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -186,3 +196,22 @@ def test_deploy_gives_the_stack_model_jsons_threshold_and_says_where_it_came_fro
     assert float(result.outputs["ConfidenceThreshold"]) == expected == result.threshold.value
     source = "--threshold" if override else "model.json: routed precision"
     assert any(line.startswith(f"confidence threshold {expected} ({source}") for line in said), said
+
+
+@pytest.mark.parametrize(
+    ("successes", "trials", "expected"),
+    [
+        (5, 10, (0.2366, 0.7634)),  # the textbook example
+        (0, 10, (0.0, 0.2775)),  # z^2 / (n + z^2) above, exactly 0 below
+        (10, 10, (0.7225, 1.0)),
+        (148, 149, (0.9630, 0.9988)),  # the demo's routed precision in docs/measured.md
+    ],
+)
+def test_wilson_interval_matches_the_closed_form(successes, trials, expected):
+    low, high = wilson_interval(successes, trials)
+    assert (round(low, 4), round(high, 4)) == expected
+    assert low <= successes / trials <= high
+
+
+def test_wilson_interval_of_no_trials_is_none():
+    assert wilson_interval(0, 0) is None

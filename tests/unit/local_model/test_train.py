@@ -15,7 +15,15 @@ from local_model.baseline import BASELINE_FILE, NoBaselineError, load_baseline
 from local_model.data import load_image_folder
 from local_model.train import HyperparameterError, Hyperparameters
 
-TINY = {"epochs": "2", "width": "4", "batch_size": "8", "autoaugment": "false", "bf16": "false"}
+TINY = {
+    "epochs": "2",
+    "width": "4",
+    "batch_size": "8",
+    "autoaugment": "false",
+    "bf16": "false",
+    "ensemble_size": "1",
+    "parallel_networks": "1",
+}
 
 
 def make_folder(root: Path, per_class: int = 8, seed: int = 0) -> Path:
@@ -158,3 +166,135 @@ def test_evaluate_reports_routing_at_a_threshold():
     assert everything["routed_fraction"] == 1.0 and everything["routed_accuracy"] == everything["accuracy"]
     assert nothing["routed_fraction"] == 0.0 and nothing["routed_accuracy"] is None
     assert "routed_fraction" not in train.evaluate(model, images)
+
+
+def test_cross_fitting_scores_each_image_with_the_network_that_never_saw_it(tmp_path):
+    from local_model.data import stratified_folds
+
+    images = load_image_folder(make_folder(tmp_path / "data", per_class=6))
+    hp = Hyperparameters.from_dict({**TINY, "cross_fit_folds": "3", "ensemble_size": "3"})
+    networks, held_idx, oof = train.train_cross_fitted(images, hp)
+    assert len(networks) == 3 and oof.shape == (2, 12, 2)  # flip TTA: 2 views of all 12 images
+    assert sorted(held_idx) == list(range(12))
+    assert not torch.allclose(net_logits(networks[0], images.images), net_logits(networks[1], images.images))
+    folds = stratified_folds(images.labels, 3, seed=hp.seed)
+    start = 0
+    for net, held in zip(networks, folds, strict=True):
+        assert list(held_idx[start : start + len(held)]) == list(held)
+        assert torch.allclose(oof[:, start : start + len(held)], net_logits(net, images.images[held]))
+        start += len(held)
+
+
+def test_fewer_networks_than_folds_leave_out_one_fold_each(tmp_path):
+    images = load_image_folder(make_folder(tmp_path / "data", per_class=10))
+    hp = Hyperparameters.from_dict({**TINY, "cross_fit_folds": "5", "ensemble_size": "2"})
+    networks, held_idx, oof = train.train_cross_fitted(images, hp)
+    assert len(networks) == 2 and len(held_idx) == 8 and len(set(held_idx)) == 8  # 2 of 5 folds of 20 images
+    assert oof.shape == (2, 8, 2)
+
+
+def net_logits(net, images):
+    return classifier.Classifier([net], classifier.ModelMeta(width=4)).logits(images)
+
+
+def test_a_cross_fitted_model_chooses_its_threshold_on_every_training_image(tmp_path):
+    model_dir = tmp_path / "model"
+    metrics = train.train_from_folder(
+        make_folder(tmp_path / "data"), model_dir, {**TINY, "cross_fit_folds": "2", "ensemble_size": "2"}
+    )
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert len(classifier.load_model_dir(model_dir).networks) == 2  # the served ensemble: one network per fold
+    assert "validation" not in metrics  # no split held out: all 16 images trained one of the networks
+    assert metrics["out_of_fold"]["n_images"] == 16 and meta["confidence_threshold"]["n_images"] == 16
+    # 16 images are too few to choose from: the fallback says so (a real run has hundreds).
+    assert meta["confidence_threshold"]["source"] == "fallback"
+    base = load_baseline(model_dir)
+    assert base.n_images == 16 and base.source == "out-of-fold predictions (16 images, 2 of 2 folds)"
+
+
+def test_cross_fitting_chooses_the_threshold_out_of_fold(tmp_path, monkeypatch):
+    monkeypatch.setattr("local_model.threshold.MIN_VALIDATION_IMAGES", 10)
+    model_dir = tmp_path / "model"
+    train.train_from_folder(
+        make_folder(tmp_path / "data"),
+        model_dir,
+        {**TINY, "cross_fit_folds": "2", "ensemble_size": "2", "epochs": "6", "routed_precision_target": "0.5"},
+    )
+    chosen = json.loads((model_dir / "model.json").read_text())["confidence_threshold"]
+    assert chosen["source"] == "out-of-fold" and chosen["value"] is not None and chosen["n_images"] == 16
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"cross_fit_folds": "0"}, "is not >= 1"),
+        ({"cross_fit_folds": "4", "ensemble_size": "5"}, "one network per fold at most"),
+        ({"ensemble_size": "0"}, "ensemble_size=0"),
+        ({"parallel_networks": "-1"}, "parallel_networks"),
+    ],
+)
+def test_cross_fitting_settings_are_checked(raw, message):
+    with pytest.raises(HyperparameterError, match=message):
+        Hyperparameters.from_dict(raw)
+
+
+def test_networks_trained_in_parallel_processes_are_those_trained_one_after_another(tmp_path):
+    images = load_image_folder(make_folder(tmp_path / "data", per_class=4))
+    jobs = [train.NetworkJob(images, seed, f"net {seed}", held_out=images.images[:3]) for seed in (1, 2)]
+    alone = train.train_networks(jobs, Hyperparameters.from_dict({**TINY, "parallel_networks": "1"}))
+    together = train.train_networks(jobs, Hyperparameters.from_dict({**TINY, "parallel_networks": "2"}))
+    for (a, held_a), (b, held_b) in zip(alone, together, strict=True):
+        for wa, wb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+            assert torch.allclose(wa.float(), wb.float(), atol=1e-4)  # one thread each there: rounding differs
+        assert torch.allclose(held_a, held_b, atol=1e-4)
+    assert not torch.allclose(alone[0][1], alone[1][1])  # two seeds, two networks
+
+
+def test_network_workers_stop_when_the_training_process_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = make_folder(tmp_path / "data", per_class=4)
+    script = f"""
+from local_model import train
+from local_model.data import load_image_folder
+images = load_image_folder({str(folder)!r})
+hp = train.Hyperparameters.from_dict({{**{TINY!r}, "epochs": "100000", "parallel_networks": "2"}})
+train.train_networks([train.NetworkJob(images, 1, "a"), train.NetworkJob(images, 2, "b")], hp)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+
+    def stat(pid: int) -> list[str]:
+        """The fields of /proc/PID/stat after the command name: [state, ppid, ...]; [] once gone."""
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return []
+
+    def workers() -> list[int]:
+        return [
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit()
+            and stat(int(entry.name))[1:2] == [str(parent.pid)]
+            and b"spawn_main" in (entry / "cmdline").read_bytes()
+        ]
+
+    deadline = time.monotonic() + 60
+    while len(workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    children = workers()
+    assert len(children) == 2, f"the two workers never started: {children}"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+    def running() -> list[int]:
+        return [pid for pid in children if stat(pid)[:1] not in ([], ["Z"])]
+
+    deadline = time.monotonic() + 20
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert running() == []

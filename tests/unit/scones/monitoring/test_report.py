@@ -103,7 +103,10 @@ def test_summary_counts_every_image_once_and_keeps_failures_out_of_latency():
     assert "routed right  2 of 3" in text
     assert "p50 700 ms, p99 1100 ms" in text
     assert (report.coverage, report.routed_precision) == (pytest.approx(3 / 5), pytest.approx(2 / 3))
-    assert "coverage 0.600 (share routed), routed precision 0.667; top-class accuracy 0.500" in text
+    assert (
+        "coverage 0.600 (95% CI 0.231-0.882) (share routed), routed precision 0.667 (95% CI 0.208-0.939); "
+        "top-class accuracy 0.500" in text
+    )
 
 
 def test_the_threshold_source_is_reported_when_known():

@@ -36,7 +36,15 @@ from scones.pipeline import sagemaker_local
 from tests.helpers.image_samples import make_model_dir
 
 ROLE = "arn:aws:iam::000000000000:role/scones-local"  # a dummy: local mode never assumes it
-TINY = {"epochs": 1, "width": 4, "batch_size": 8, "autoaugment": False, "bf16": False, "val_fraction": 0}
+TINY = {
+    "epochs": 1,
+    "width": 4,
+    "batch_size": 8,
+    "autoaugment": False,
+    "bf16": False,
+    "val_fraction": 0,
+    "ensemble_size": 1,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -239,6 +247,7 @@ def test_training_job_compose_config_is_the_sagemaker_contract(compose, outside_
         "autoaugment": "false",
         "bf16": "false",
         "val_fraction": "0",
+        "ensemble_size": "1",
     }
     assert set(run["inputdataconfig"]) == {"train"}
     env = dict(item.split("=", 1) for item in service["environment"])
