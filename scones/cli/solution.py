@@ -5,6 +5,7 @@ hit. The work is in scones/solution/."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -186,9 +187,12 @@ def run(
     with connect(TargetKind.emulator, state) as connection:
         if not as_json:
             say(f"creating it in the {connection.describe()} (model server {model_url})")
+        started = time.monotonic()
         created = deploy_solution(
             connection.aws, solution, model_url, environment, indent(say if not as_json else _quiet)
         )
+        if not as_json:
+            say(f"  created in {time.monotonic() - started:.1f} s")
         try:
             inputs = course_inputs(connection.aws, image, bucket) if image else [("--input", read_input(input_json))]
         except SolutionInputError as e:

@@ -351,10 +351,11 @@ def explain_output(result: object) -> list[str]:
     payload = result.get("Payload", result) if isinstance(result, dict) else None
     status = payload.get("statusCode") if isinstance(payload, dict) else None
     if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
-        return [
+        swallowed = [
             f"[{SWALLOWED}] the function returned statusCode {status}: it caught an error and succeeded, so the "
             "workflow went on without it (on AWS too). Fix: raise instead of returning the error"
         ]
+        return swallowed + [w for w in explain_failure(None, json.dumps(payload)) if f"[{SWALLOWED}" not in w]
     return []
 
 

@@ -121,7 +121,7 @@ def test_a_png_accept_a_swallowed_exception_and_a_json_string_body_are_reported(
     failed = out[out.index(": FAILED") :]
     # The run shows the chain: the 406 swallowed into a 500 that "succeeds", then the filter's misleading error.
     assert '"statusCode": 500' in failed and "406" in failed
-    assert "why     [exception-swallowed]" in failed
+    assert "why     [exception-swallowed]" in failed and "why     [accept-not-json]" in failed
     assert "THRESHOLD_CONFIDENCE_NOT_MET" in failed
 
 

@@ -173,3 +173,11 @@ def test_an_unknown_failure_gets_no_made_up_explanation():
 def test_an_error_status_in_a_successful_result_is_explained():
     assert explain_output({"Payload": {"statusCode": 500, "body": "x"}, "StatusCode": 200})
     assert explain_output({"statusCode": 200}) == []
+
+
+def test_the_error_inside_an_error_result_is_explained_too():
+    result = {
+        "Payload": {"statusCode": 500, "body": '{"error": "An error occurred (ModelError) ... (406) from primary"}'}
+    }
+    explained = explain_output(result)
+    assert explained[0].startswith(f"[{SWALLOWED}]") and any(f"[{ACCEPT}]" in line for line in explained)
