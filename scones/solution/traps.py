@@ -332,16 +332,24 @@ def explain_failure(error: str | None, cause: str | None) -> list[str]:
             f"[{ACCEPT}] the model server refused the Accept type (406): it answers application/json. Fix: "
             "Accept='application/json'"
         )
-    if "InvokeEndpoint" in text and "(400)" in text and "not found" not in message:
+    reached_emulator = (
+        "(400)" in text and "not found" not in message
+    ) or "not included in your current license" in text
+    if "InvokeEndpoint" in text and reached_emulator:
         found.append(
-            f"[{RUNTIME_ENDPOINT}] InvokeEndpoint got a bare 400: the call reached the emulator, which has no "
-            "SageMaker Runtime, not the model server. Fix: create the client without endpoint_url (this command "
-            "sets AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME for every function)"
+            f"[{RUNTIME_ENDPOINT}] InvokeEndpoint was answered by the emulator (ministack: a bare 400; LocalStack: "
+            "InternalFailure), which has no SageMaker Runtime, not by the model server. Fix: create the client "
+            "without endpoint_url (this command sets AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME for every function)"
         )
-    if "States.Runtime" in text:
+    if "States.Runtime" in text and ("Invalid path" in text or "No results for path" in text):
         found.append(
-            "States.Runtime: a path of the definition selects nothing in the data (or a value has the wrong type): "
-            "AWS fails the execution there, whatever the Catch"
+            f"[{MISSING_PATH}] a JSONPath of the definition selects nothing in the data: AWS fails the execution "
+            "there with States.Runtime, whatever the Retry or Catch"
+        )
+    if "Installation of java" in text:
+        found.append(
+            "LocalStack evaluates JSONata with a Java 21 it downloads on first use, and could not: the emulator's "
+            "limit, not your definition's (cloud/EMULATORS.md). Run on the embedded emulator (ministack)"
         )
     return found
 

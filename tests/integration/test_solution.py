@@ -5,6 +5,7 @@ do and the fix."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -87,14 +88,46 @@ def test_separate_files_with_a_payload_body_definition_and_a_catch_into_a_pass_s
     assert "2 of 2 execution(s) succeeded" in out
 
 
-def test_a_jsonata_definition_mapped_by_the_order_of_its_tasks(run_solution, test_images):
+def test_a_jsonata_definition_mapped_by_the_order_of_its_tasks_on_an_s3_key(run_solution, test_images, bucket):
     bicycle = test_images.confident["bicycle"].path
-    result = run_solution("jsonata", "definition.asl.json", "serializer", "classifier", "filter", images=[bicycle])
+    key = f"course/{uuid.uuid4().hex}.png"
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=bicycle.read_bytes())
+    result = run_solution(
+        "jsonata", "definition.asl.json", "serializer", "classifier", "filter", images=[f"s3://{bucket}/{key}"]
+    )
+    if "Installation of java 21 failed" in result.output:  # LocalStack offline: cloud/EMULATORS.md
+        assert "LocalStack evaluates JSONata with a Java 21" in result.output  # the failure explained
+        pytest.skip("LocalStack evaluates JSONata with a Java 21 it downloads on first use: not reachable here")
     assert result.exit_code == EXIT_OK, result.output
     out = result.output
     assert "scones-step-a" in out and "serializer/lambda_function.lambda_handler (by order)" in out
-    assert f"{bicycle}: SUCCEEDED" in out
+    assert f"s3://{bucket}/{key}: SUCCEEDED" in out
+    assert f'"image_data": "", "s3_bucket": "{bucket}", "s3_key": "{key}"' in out  # the course's input, as it is
     assert "3. Lambda Invoke (2) (Task)" in out
+
+
+def test_a_given_input_runs_once_and_json_tells_each_state(run_solution, test_images, bucket):
+    key = f"course/{uuid.uuid4().hex}.png"
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=test_images.unsure.path.read_bytes())
+    event = {"image_data": "", "s3_bucket": bucket, "s3_key": key, "note": "mine"}
+    result = run_solution(
+        "separate_files",
+        "definition.json",
+        "serialize.py",
+        "classify.py",
+        "filter.py",
+        images=[],
+        extra=("--input", json.dumps(event), "--json"),
+    )
+    assert result.exit_code == EXIT_OK, result.output
+    record = json.loads(result.stdout)
+    (execution,) = record["executions"]
+    assert execution["status"] == "SUCCEEDED" and execution["aws_failure"] is None
+    states = {state["name"]: state for state in execution["states"]}
+    assert list(states) == ["Serialize", "Classify", "Filter", "Not Confident"]
+    assert states["Serialize"]["input"] == event
+    assert states["Classify"]["input"]["image_data"].endswith("characters>")
+    assert states["Filter"]["errors"]
 
 
 def test_a_serializer_returning_bytes_is_reported_and_its_failure_explained(run_solution, test_images):

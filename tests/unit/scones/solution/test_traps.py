@@ -160,6 +160,13 @@ def test_endpoint_names_are_read_from_literals_and_module_constants(tmp_path):
         ("AttributeError", "'NoneType' object has no attribute 'get'", SWALLOWED),
         ("Exception", "An error occurred (406) when calling the InvokeEndpoint operation", ACCEPT),
         ("ClientError", "An error occurred (400) when calling the InvokeEndpoint operation: ", RUNTIME_ENDPOINT),
+        (
+            "InternalFailure",
+            "An error occurred (InternalFailure) when calling the InvokeEndpoint operation: The API for service "
+            "sagemaker-runtime is either not included in your current license plan or has not yet been emulated",
+            RUNTIME_ENDPOINT,
+        ),
+        ("States.Runtime", "Invalid path '$.Payload.body' : No results for path: $['Payload.body']", MISSING_PATH),
     ],
 )
 def test_failures_are_explained_by_their_trap(error, cause, kind):
@@ -168,6 +175,7 @@ def test_failures_are_explained_by_their_trap(error, cause, kind):
 
 def test_an_unknown_failure_gets_no_made_up_explanation():
     assert explain_failure("ValueError", "THRESHOLD_CONFIDENCE_NOT_MET") == []
+    assert explain_failure("States.Runtime", "The JSONata expression failed") == []
 
 
 def test_an_error_status_in_a_successful_result_is_explained():
