@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from scones import cli
 from scones.errors import EXIT_FAILED, EXIT_OK
+from scones.local.state_file import SessionState, write_state
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +191,23 @@ def test_a_client_with_its_own_endpoint_and_the_sagemaker_sdk_are_reported(run_s
     assert "[sagemaker-sdk-import] classify.py:15" in out and "layer" in out
     failed = out[out.index(": FAILED") :]
     assert "2. Classify (Task)" in failed and "InvokeEndpoint" in failed
+
+
+def test_what_scones_up_recorded_is_used_with_no_option(aws_endpoint, model_server, bucket, test_images, tmp_path):
+    """As the README runs it: the model server and the bucket come from the state file `scones up` writes."""
+    state = SessionState(
+        target="emulator",
+        stack_name="scones",
+        outputs={"ImageBucketName": bucket},
+        aws_endpoint_url=aws_endpoint,
+        model_server_url=model_server.lambda_url,
+    )
+    write_state(tmp_path, state)
+    root = SOLUTIONS / "single_file"
+    image = test_images.confident["motorcycle"].path
+    args = ["solution", "run", str(root / "statemachine.json"), str(root / "lambda.py"), "--image", str(image)]
+    result = CliRunner().invoke(cli.app, [*args, "--workdir", str(tmp_path)])
+    print(result.output)
+    assert result.exit_code == EXIT_OK, result.output
+    assert f"(model server {model_server.lambda_url})" in result.output
+    assert f'"s3_bucket": "{bucket}"' in result.output and f"{image}: SUCCEEDED" in result.output
