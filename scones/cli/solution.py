@@ -36,11 +36,15 @@ solution_app = typer.Typer(
 app.add_typer(solution_app, name="solution", short_help="Run your course solution locally; check it for traps.")
 
 Definition = Annotated[
-    Path, typer.Argument(help="the state machine definition (JSON, as exported from the Step Functions console)")
+    Path,
+    typer.Argument(
+        metavar="DEFINITION", help="the state machine definition (JSON, as exported from the Step Functions console)"
+    ),
 ]
 Sources = Annotated[
     list[Path],
     typer.Argument(
+        metavar="SOURCES",
         help="the Lambda sources: one .py holding several handlers, or one .py or folder per function "
         "(a shell glob works: lambdas/*.py)",
         show_default=False,
@@ -132,12 +136,14 @@ def run(
         list[str] | None,
         typer.Option(
             "--image",
+            metavar="IMAGE",
             help="a local PNG/JPEG (uploaded to the bucket), a folder of them, or s3://BUCKET/KEY; repeatable. Each "
             'runs with the course\'s input: {"image_data": "", "s3_bucket": ..., "s3_key": ...}',
         ),
     ] = None,
     input_json: Annotated[
-        str | None, typer.Option("--input", help="run once on this input instead: JSON, or @FILE holding it")
+        str | None,
+        typer.Option("--input", metavar="JSON|@FILE", help="run once on this input instead: JSON, or @FILE holding it"),
     ] = None,
     maps: Maps = None,
     env: Annotated[
@@ -146,10 +152,16 @@ def run(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option(help="names the functions and the state machine (solution-NAME) [default: the definition's file]"),
+        typer.Option(
+            metavar="NAME",
+            help="names the functions and the state machine (solution-NAME) [default: the definition's file]",
+        ),
     ] = None,
     bucket: Annotated[
-        str | None, typer.Option(help="where local images are uploaded [default: the bucket of `scones up`'s stack]")
+        str | None,
+        typer.Option(
+            metavar="BUCKET", help="where local images are uploaded [default: the bucket of `scones up`'s stack]"
+        ),
     ] = None,
     model_url: Annotated[
         str | None,
