@@ -10,6 +10,8 @@
   does (container errors wrapped as `ModelError`, HTTP 424), so `boto3.client("sagemaker-runtime")` with
   AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME pointing here works unchanged. Only the served endpoint's name is
   answered (SCONES_ENDPOINT_NAME); another name gets SageMaker's ValidationError, as on AWS.
+- `POST /any-endpoint/endpoints/{name}/invocations`: the same for any name SageMaker allows, logged once per name:
+  for code written against another endpoint (`scones solution run`), never used by the project's own stack.
 
 Run: `python -m local_model.serve [--model-dir D] [--host H] [--port P]` (settings: local_model.settings).
 """
@@ -43,8 +45,10 @@ from local_model.capture import CaptureWriter
 from local_model.http_protocol import protocol_with_header_timeout
 from local_model.inference import BodyTooLargeError, EmptyBodyError, InferenceRequestError
 from local_model.settings import (
+    ANY_ENDPOINT_PATH,
     ENDPOINT_NAME_PATTERN,
     ENDPOINT_NAME_VAR,
+    SAGEMAKER_ENDPOINT_NAME_PATTERN,
     ServeSettings,
     SettingsError,
     read_serve_settings,
@@ -88,6 +92,7 @@ class ServerState:
     reloads: int = 0  # reloads done, succeeded or failed
     reload_error: str | None = None  # why the last reload failed (the previous model still serves)
     reload_asked: threading.Event = field(default_factory=threading.Event)  # set by SIGHUP
+    accepted_names: set[str] = field(default_factory=set)  # other names answered under ANY_ENDPOINT_PATH, logged
 
 
 def keep_reloading(state: ServerState, stop: threading.Event) -> None:
@@ -275,6 +280,30 @@ async def runtime_invocations(request: Request) -> Response:
             status_code=400,
             headers={"x-amzn-ErrorType": "ValidationError"},
         )
+    return await runtime_invoke(request, name)
+
+
+async def any_endpoint_invocations(request: Request) -> Response:
+    """InvokeEndpoint under ANY_ENDPOINT_PATH: any name SageMaker allows is answered by the served model, and
+    logged the first time it is seen (the name a course solution hard-codes, say)."""
+    name = request.path_params["endpoint_name"]
+    if not SAGEMAKER_ENDPOINT_NAME_PATTERN.match(name):
+        return JSONResponse(
+            {"message": f"endpoint name {name!r} does not satisfy {SAGEMAKER_ENDPOINT_NAME_PATTERN.pattern}"},
+            status_code=400,
+            headers={"x-amzn-ErrorType": "ValidationError"},
+        )
+    state: ServerState = request.app.state.server
+    served = state.settings.capture.endpoint_name
+    if name != served and name not in state.accepted_names:
+        state.accepted_names.add(name)
+        logger.info(
+            "endpoint name %r accepted under %s: answered by the served endpoint %r", name, ANY_ENDPOINT_PATH, served
+        )
+    return await runtime_invoke(request, served)
+
+
+async def runtime_invoke(request: Request, name: str) -> Response:
     response = await invoke(request, name)
     if response.status_code == 200:
         response.headers[INVOKED_VARIANT_HEADER] = "AllTraffic"
@@ -327,6 +356,9 @@ def create_app(settings: ServeSettings | None = None, model=None) -> Starlette:
             Route("/ping", ping, methods=["GET"]),
             Route("/invocations", invocations, methods=["POST"]),
             Route("/endpoints/{endpoint_name}/invocations", runtime_invocations, methods=["POST"]),
+            Route(
+                ANY_ENDPOINT_PATH + "/endpoints/{endpoint_name}/invocations", any_endpoint_invocations, methods=["POST"]
+            ),
         ],
         lifespan=lifespan,
     )

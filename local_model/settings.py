@@ -50,6 +50,12 @@ DEFAULT_ENDPOINT_NAME = "scones-image-classifier"
 # name, and the template's AllowedPattern is this pattern: a test ties them). SageMaker's own rule allows upper
 # case, but SageMaker lower-cases endpoint ARNs and the IAM policy names the endpoint, so names are lower case.
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-z0-9](-*[a-z0-9]){0,62}$")
+# The path prefix under which the SageMaker Runtime path answers any endpoint name SageMaker allows (its own rule,
+# upper case included), logged: for code written against another endpoint (a course solution run by `scones
+# solution run`, whose functions get AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=<server>/any-endpoint). The root path and
+# so the project's own stack stay strict.
+ANY_ENDPOINT_PATH = "/any-endpoint"
+SAGEMAKER_ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 class SettingsError(ValueError):

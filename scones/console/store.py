@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from botocore.exceptions import ClientError, ParamValidationError
 
 from cloud.aws import AwsTarget
+from cloud.solution import SOLUTION_MACHINE_PREFIX
 from lambdas.contract import CLASSES, InvalidEventError, NotAnImageError, error_message, error_name, image_content_type
 from lambdas.contract import outcome_of as workflow_outcome
 from scones.workflow.execution import image_key, start_execution, upload_image
@@ -25,6 +26,7 @@ from scones.workflow.execution import image_key, start_execution, upload_image
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 0.5  # the executions list is listed again at most this often, however many pages poll it
+SOLUTIONS_REFRESH_S = 5.0  # the state machines are listed again (for `scones solution run`'s) at most this often
 MAX_LISTED = 2000  # executions listed per state machine (newest first)
 DESCRIBE_THREADS = 8  # executions described at once, behind the list, when many are new
 LOG_SLACK = timedelta(seconds=5)  # log lines are looked for from this long before the start ...
@@ -108,6 +110,8 @@ class ConsoleStore:
     _queued: set[str] = field(default_factory=set, init=False)  # ARNs waiting to be described
     _describer: ThreadPoolExecutor | None = field(default=None, init=False)
     _count_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _solutions: dict[str, str] = field(default_factory=dict, init=False)  # solution-* state machines, by name
+    _solutions_listed_at: float = field(default=float("-inf"), init=False)
     requests: int = field(default=0, init=False)  # AWS calls made, for the benchmark and the tests
 
     @property
@@ -119,7 +123,29 @@ class ConsoleStore:
         return self.aws.client("s3")
 
     def machines(self) -> dict[str, str]:
-        return {m: self.outputs[o] for m, o in MACHINE_OUTPUTS.items() if self.outputs.get(o)}
+        """The stack's state machines, then those `scones solution run` created (named solution-*), by name."""
+        own = {m: self.outputs[o] for m, o in MACHINE_OUTPUTS.items() if self.outputs.get(o)}
+        return {**own, **{name: arn for name, arn in self._solutions.items() if arn not in own.values()}}
+
+    def _list_solutions(self) -> None:
+        if time.monotonic() - self._solutions_listed_at < SOLUTIONS_REFRESH_S:
+            return
+        found = {}
+        try:
+            for page in self.sfn.get_paginator("list_state_machines").paginate():
+                self._count()
+                found.update(
+                    {
+                        m["name"]: m["stateMachineArn"]
+                        for m in page["stateMachines"]
+                        if m["name"].startswith(SOLUTION_MACHINE_PREFIX)
+                    }
+                )
+        except ClientError as e:  # the stack's own machines are listed all the same
+            logger.debug("ListStateMachines failed (%s): solution state machines not listed this time", e)
+            return
+        self._solutions = found
+        self._solutions_listed_at = time.monotonic()
 
     def machine_of(self, state_machine_arn: str) -> str:
         return next((m for m, arn in self.machines().items() if arn == state_machine_arn), IMAGE_MACHINE)
@@ -147,6 +173,7 @@ class ConsoleStore:
 
     def _refresh(self) -> None:
         listed, stale = [], []
+        self._list_solutions()
         for machine, arn in self.machines().items():
             count = 0
             for page in self.sfn.get_paginator("list_executions").paginate(

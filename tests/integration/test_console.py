@@ -5,7 +5,8 @@ uploaded image (picked, or dropped on the drop zone as a real drop event) starts
 the list without a reload; an execution started with a JSON input; a failed execution run again (and the
 console saying how); the monitoring report shown and drawn again with what was captured since; and the
 security rules (Host check, token, origin, escaping of keys, inputs and error causes, no credential in any
-page or answer). With SCONES_CONSOLE_SCREENSHOT=PATH it also writes the screenshot the README shows."""
+page or answer); a course solution run by `scones solution run`, listed and drawn. With
+SCONES_CONSOLE_SCREENSHOT=PATH it also writes the screenshot the README shows."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from urllib.parse import urlencode
 
 import boto3
 import pytest
+from typer.testing import CliRunner
 
 from cloud.aws import AwsTarget
+from scones import cli
 from scones.console.monitoring import capture_source
 from scones.console.server import ConsoleServer
 from scones.local.emulator import is_ministack
@@ -540,3 +543,42 @@ def test_no_credential_is_rendered_in_any_page_or_answer(console, stack, executi
         if word.search(body.decode("utf-8", "replace"))
     ]
     assert leaks == []
+
+
+def test_a_course_solution_run_by_scones_solution_shows_like_the_projects_own(
+    console, stack, model_server, test_images, page, tmp_path
+):
+    """`scones solution run` names its state machine solution-*: its execution is listed and drawn."""
+    root = Path(__file__).parent / "course_solutions" / "single_file"
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "solution",
+            "run",
+            str(root / "statemachine.json"),
+            str(root / "lambda.py"),
+            "--image",
+            str(test_images.confident["bicycle"].path),
+            "--name",
+            "console-it",
+            "--model-url",
+            model_server.lambda_url,
+            "--bucket",
+            stack["ImageBucketName"],
+            "--workdir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (execution,) = json.loads(result.stdout)["executions"]
+    page.goto(f"{console.url}/executions")
+    row = page.locator(f'tr.execution[data-arn="{execution["execution_arn"]}"]')
+    row.wait_for(timeout=LIVE_DEADLINE_MS)  # listed within the console's refresh of the state machines
+    assert row.locator("td").nth(1).inner_text() == "solution-console-it"
+    drawn = open_execution(page, console, execution["execution_arn"])
+    assert drawn == {
+        "Serialize Image Data": "succeeded",
+        "Classify Image": "succeeded",
+        "Filter Low Confidence": "succeeded",
+    }

@@ -6,6 +6,7 @@ import pytest
 from cfnlint.decode import decode_str
 
 from cloud.artifacts import TEMPLATE_PATH
+from cloud.solution import SOLUTION_RUNTIME
 from cloud.template import TemplateError, load_template
 
 SHORT_FORMS = """
@@ -58,3 +59,13 @@ def test_our_template_reads_as_cfn_lint_reads_it():
 def test_what_is_not_a_template_is_named(text, says):
     with pytest.raises(TemplateError, match=says):
         load_template(text)
+
+
+def test_solution_functions_run_on_the_templates_python():
+    """`scones solution run` creates functions outside the template: on the same runtime as its functions."""
+    runtimes = {
+        resource["Properties"]["Runtime"]
+        for resource in load_template(TEMPLATE_PATH.read_text())["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::Function"
+    }
+    assert runtimes == {SOLUTION_RUNTIME}

@@ -237,6 +237,25 @@ def test_runtime_path_refuses_invalid_endpoint_names(client, name):
     assert response.headers["x-amzn-errortype"] == "ValidationError"
 
 
+@pytest.mark.parametrize("name", ["image-classification-2025-01-31-12-00-00-000", "MyEndpoint", SERVED])
+def test_any_endpoint_path_answers_any_sagemaker_name_with_the_served_model(client, expected, caplog, name):
+    """`scones solution run`'s functions call this path: a course solution's endpoint name is answered, logged."""
+    body = png_rgba()
+    with caplog.at_level(logging.INFO, logger="local_model.serve"):
+        response = post(client, body, path=f"/any-endpoint/endpoints/{name}/invocations")
+    assert response.status_code == 200
+    assert response.json() == pytest.approx(expected(body), abs=1e-5)
+    if name != SERVED:
+        assert any(name in record.getMessage() and "accepted" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("name", ["bad_name", "-leading-dash", "x" * 64])
+def test_any_endpoint_path_still_refuses_names_sagemaker_refuses(client, name):
+    response = post(client, png_rgba(), path=f"/any-endpoint/endpoints/{name}/invocations")
+    assert response.status_code == 400
+    assert response.headers["x-amzn-errortype"] == "ValidationError"
+
+
 @pytest.mark.parametrize("name", ["scones-image-classifer", "bikes", f"{SERVED}-2"])
 def test_runtime_path_refuses_endpoints_it_does_not_serve(client, name):
     """As SageMaker answers an endpoint that does not exist: a typo fails here, not only after promotion."""

@@ -221,3 +221,23 @@ def test_rows_are_described_in_the_order_the_page_shows_them_newest_first(aws, m
     starts = [row.start for row in store.executions()]
     assert starts == sorted(starts, reverse=True)
     store.close()
+
+
+def test_the_executions_of_solution_state_machines_are_listed_beside_the_stacks(aws, machine):
+    """`scones solution run` names its state machines solution-*: the console lists their executions too."""
+    iam = aws.client("iam")
+    role = iam.create_role(RoleName="solution", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    sfn = aws.client("stepfunctions")
+    solution = sfn.create_state_machine(name="solution-course", definition=DEFINITION, roleArn=role)["stateMachineArn"]
+    sfn.create_state_machine(name="someone-else", definition=DEFINITION, roleArn=role)
+    start(aws, machine, "k/own.png")
+    start(aws, solution, "k/solution.png")
+    store = ConsoleStore(aws, {"StateMachineArn": machine})
+    rows = store.executions()
+    assert sorted(row.machine for row in rows) == ["image", "solution-course"]
+    assert store.wait_until_read(READ_TIMEOUT_S)
+    assert {row.machine: row.key for row in store.executions()} == {
+        "image": "k/own.png",
+        "solution-course": "k/solution.png",
+    }
+    store.close()
