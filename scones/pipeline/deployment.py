@@ -30,6 +30,7 @@ from scones.local.connection import Connection
 from scones.local.model_server import ModelServer, reload_served_model
 from scones.local.state_file import SessionState
 from scones.local.supervisor import free_port
+from scones.pipeline import registry
 from scones.pipeline.steps import ModelPaths, model_paths, sha256_of
 
 CAPTURE_PREFIX = "data-capture"  # where SageMaker captures on AWS too (template: DataCaptureConfig)
@@ -133,6 +134,10 @@ def deploy_to_emulator(
         progress(f"the model server runs {options.model_image} ({image_id}): recorded with the artifacts")
     target = connection.aws.reporting_to(progress)
     outputs = deploy_stack(config, target, manifest_path=manifest_path(workdir), model_image_id=image_id)
+    if has_tarball:  # what serves is the champion (scones/pipeline/registry.py)
+        version = registry.register_model(workdir, model.tarball, source="deploy")
+        registry.set_alias(workdir, "champion", version.id)
+        progress(f"model version {version.short_id} is the champion")
     if options.model_url:
         return Deployment(outputs, None, url, None, threshold)
     destination = capture_destination(outputs)
