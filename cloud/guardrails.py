@@ -59,6 +59,9 @@ class VariantWindow:
         return percentile(self.latencies_ms, 99)
 
 
+DEFAULT_GUARDRAILS = Guardrails()
+
+
 def percentile(values, q: float) -> float:
     """The nearest-rank percentile (CloudWatch's pNN of a set of datapoints); 0 for no values."""
     ordered = sorted(values)
@@ -68,7 +71,7 @@ def percentile(values, q: float) -> float:
     return ordered[rank - 1]
 
 
-def alarms_in(window: VariantWindow, guardrails: Guardrails = Guardrails()) -> list[str]:
+def alarms_in(window: VariantWindow, guardrails: Guardrails = DEFAULT_GUARDRAILS) -> list[str]:
     """The alarms `window` sets off, each named with its value and threshold; [] when none (or too few data)."""
     if window.invocations < guardrails.min_invocations:
         return []
