@@ -17,6 +17,7 @@ from cloud.defaults import (
     DEFAULT_STACK_NAME,
     DEFAULT_WORKDIR,
 )
+from cloud.guardrails import LOW_CONFIDENCE_RATE, Guardrails
 from scones.cli.common import (
     AsJson,
     EmulatorPort,
@@ -136,6 +137,15 @@ def deploy(
     bake: Annotated[
         float, typer.Option(min=0, help="--model: seconds the new variant is watched before the rest shifts")
     ] = 30.0,
+    alarm_low_confidence_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="--model: roll back when more than this share of the new variant's answers is under the threshold "
+            "(the template's LowConfidenceAlarmRate)",
+        ),
+    ] = LOW_CONFIDENCE_RATE,
 ) -> None:
     """Deploy the model endpoint and the stack (S3 bucket, three Lambdas, state machine).
 
@@ -160,7 +170,7 @@ def deploy(
                 "--model is rehearsed locally; on AWS the template's DeploymentConfig rolls a new model out "
                 "(docs/rollout.md)"
             )
-        deploy_version(workdir, model, canary, bake)
+        deploy_version(workdir, model, canary, bake, Guardrails(low_confidence_rate=alarm_low_confidence_rate))
         return
     if canary is not None:
         raise UsageProblemError("--canary goes with --model VERSION")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_ENDPOINT_NAME, DEFAULT_WORKDIR
+from cloud.guardrails import DEFAULT_GUARDRAILS, Guardrails
 from scones.cli.common import Workdir, app, recorded_state, reports_errors, say
 from scones.errors import EXIT_FAILED, EnvironmentProblemError
 from scones.local.connection import TargetKind, connect
@@ -31,7 +32,9 @@ def session_endpoint(workdir: Path) -> tuple[SessionState, rollout.LocalEndpoint
     return state, endpoint
 
 
-def deploy_version(workdir: Path, name: str, canary: float | None, bake: float) -> None:
+def deploy_version(
+    workdir: Path, name: str, canary: float | None, bake: float, guardrails: Guardrails = DEFAULT_GUARDRAILS
+) -> None:
     """`scones deploy --model NAME [--canary P] [--bake S]`: the rollout, printed step by step; exit 1 if it
     rolled back."""
     version = registry.resolve_version(workdir, name)
@@ -41,7 +44,14 @@ def deploy_version(workdir: Path, name: str, canary: float | None, bake: float) 
     say(f"deploying model {version.short_id} to {endpoint.url}: " + rollout.describe_variants(endpoint.variants()))
     with updating(workdir):
         result = rollout.roll_out(
-            endpoint, workdir, version, canary_percent=percent, bake_s=bake, threshold=threshold, progress=_indented
+            endpoint,
+            workdir,
+            version,
+            canary_percent=percent,
+            bake_s=bake,
+            threshold=threshold,
+            progress=_indented,
+            guardrails=guardrails,
         )
     if not result.completed:
         say(f"model {version.short_id} was rolled back: {'; '.join(result.alarms)}")
