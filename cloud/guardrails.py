@@ -14,7 +14,6 @@ An alarm fires when, over the window watched, a metric is beyond its threshold:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 LOW_CONFIDENCE_RATE = 0.3  # the template's LowConfidenceAlarmRate default
@@ -33,46 +32,13 @@ class Guardrails:
     min_invocations: int = MIN_INVOCATIONS
 
 
-@dataclass(frozen=True)
-class VariantWindow:
-    """What one variant did over the window watched."""
-
-    invocations: int  # answered, with a result or an error
-    errors: int
-    low_confidence: int  # answers whose top score is under the confidence threshold
-    latencies_ms: tuple[float, ...]
-
-    @property
-    def answered(self) -> int:
-        return self.invocations - self.errors
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.invocations if self.invocations else 0.0
-
-    @property
-    def low_confidence_rate(self) -> float:
-        return self.low_confidence / self.answered if self.answered else 0.0
-
-    @property
-    def latency_p99_ms(self) -> float:
-        return percentile(self.latencies_ms, 99)
-
-
 DEFAULT_GUARDRAILS = Guardrails()
 
 
-def percentile(values, q: float) -> float:
-    """The nearest-rank percentile (CloudWatch's pNN of a set of datapoints); 0 for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def alarms_in(window: VariantWindow, guardrails: Guardrails = DEFAULT_GUARDRAILS) -> list[str]:
-    """The alarms `window` sets off, each named with its value and threshold; [] when none (or too few data)."""
+def alarms_in(window, guardrails: Guardrails = DEFAULT_GUARDRAILS) -> list[str]:
+    """The alarms a variant's window sets off, each named with its value and threshold; [] when none (or too few
+    data). `window` has invocations, low_confidence_rate, error_rate and latency_p99_ms (a VariantWindow of
+    scones/pipeline/rollout.py)."""
     if window.invocations < guardrails.min_invocations:
         return []
     fired = []

@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.guardrails import DEFAULT_GUARDRAILS, Guardrails, VariantWindow, alarms_in, percentile
+from cloud.guardrails import DEFAULT_GUARDRAILS, Guardrails, alarms_in
 from local_model.capture import SHADOW_VARIANT_PREFIX
 from local_model.capture_reader import ALL_VARIANTS, read_captured_inferences
 from local_model.variants import EndpointVariants, Variant, read_variants, write_variants
 from scones.errors import StepFailedError
 from scones.local.model_server import reload_served_model
+from scones.monitoring.report import percentile
 from scones.pipeline import registry
 
 VARIANTS_FILE = "endpoint-variants.json"  # in the workdir: the endpoint `scones up` / `deploy` serve
@@ -33,6 +34,32 @@ REPORT_EVERY_S = 5.0  # how often the bake prints where it stands
 
 class RolloutError(StepFailedError):
     """A model update could not be applied (the server refused the variants, or is not this session's)."""
+
+
+@dataclass(frozen=True)
+class VariantWindow:
+    """What one variant did over the window watched."""
+
+    invocations: int  # answered, with a result or an error
+    errors: int
+    low_confidence: int  # answers whose top score is under the confidence threshold
+    latencies_ms: tuple[float, ...]
+
+    @property
+    def answered(self) -> int:
+        return self.invocations - self.errors
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.invocations if self.invocations else 0.0
+
+    @property
+    def low_confidence_rate(self) -> float:
+        return self.low_confidence / self.answered if self.answered else 0.0
+
+    @property
+    def latency_p99_ms(self) -> float:
+        return percentile(self.latencies_ms, 99) or 0.0
 
 
 def variants_path(workdir: Path) -> Path:
@@ -240,8 +267,8 @@ def compare_variants(
             len(ids),
             sum(tops) / len(tops),
             sum(t < threshold for t in tops) / len(tops),
-            percentile(ms, 50),
-            percentile(ms, 99),
+            percentile(ms, 50) or 0.0,
+            percentile(ms, 99) or 0.0,
         )
 
     return Comparison(len(ids), agree / len(ids), summary(production, "champion"), summary(shadow, "challenger"))

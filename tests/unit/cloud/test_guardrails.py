@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cloud.guardrails import Guardrails, VariantWindow, alarms_in, percentile
+from cloud.guardrails import Guardrails, alarms_in
+from scones.pipeline.rollout import VariantWindow
 
 
 def window(invocations=100, errors=0, low=0, latencies=(5.0,) * 100):
@@ -28,7 +29,6 @@ def test_the_low_confidence_rate_is_over_answers_not_errors():
     assert window(invocations=10, errors=5, low=5).low_confidence_rate == 1.0
 
 
-def test_percentile_is_nearest_rank():
-    assert percentile([], 99) == 0.0
-    assert percentile(range(1, 101), 99) == 99
-    assert percentile([3, 1, 2], 50) == 2
+def test_the_window_reads_as_cloudwatch_would():
+    assert window(latencies=()).latency_p99_ms == 0.0
+    assert window(latencies=range(1, 101)).latency_p99_ms == 99

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from cloud.guardrails import VariantWindow
 from local_model.artifact import pack_model_tar
 from local_model.variants import EndpointVariants, Variant, write_variants
 from scones.pipeline import registry, rollout
+from scones.pipeline.rollout import VariantWindow
 
 
 class RecordedEndpoint(rollout.LocalEndpoint):
