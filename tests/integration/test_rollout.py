@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.integration, NEEDS_UP_ON_THE_HOST]
 
 CONCURRENCY = 8
 EXECUTION_TIMEOUT_S = 180.0
-GOOD_BAKE_S = 10.0
+GOOD_BAKE_S = 20.0  # long enough for the alarm minimum of answers on LocalStack too (about 3 executions/s)
 BAD_BAKE_S = 60.0  # the bad canary must roll back well before this
 CANARY_PERCENT = 50.0  # of a small batch: enough answers for the alarm's minimum within seconds
 TRAFFIC_TIMEOUT_S = 120.0
