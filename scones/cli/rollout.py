@@ -14,6 +14,7 @@ from scones.cli.common import Workdir, app, recorded_state, reports_errors, say
 from scones.errors import EXIT_FAILED, EnvironmentProblemError
 from scones.local.connection import TargetKind, connect
 from scones.local.state_file import SessionState, updating
+from scones.monitoring.compare import format_comparison
 from scones.pipeline import registry, rollout
 from scones.pipeline.steps import model_paths
 
@@ -110,5 +111,5 @@ def compare(workdir: Workdir = DEFAULT_WORKDIR) -> None:
         comparison = rollout.compare_variants(
             state.capture_destination, endpoint_name, url, threshold, client=connection.aws.client("s3")
         )
-    for line in rollout.format_comparison(comparison):
+    for line in format_comparison(comparison):
         say(line)

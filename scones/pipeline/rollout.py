@@ -24,6 +24,7 @@ from local_model.capture_reader import ALL_VARIANTS, read_captured_inferences
 from local_model.variants import EndpointVariants, Variant, read_variants, write_variants
 from scones.errors import StepFailedError
 from scones.local.model_server import reload_served_model
+from scones.monitoring.compare import Comparison, compare_records
 from scones.monitoring.report import percentile
 from scones.pipeline import registry
 
@@ -218,78 +219,23 @@ def stop_shadow(endpoint: LocalEndpoint) -> EndpointVariants:
     return updated
 
 
-@dataclass(frozen=True)
-class VariantSummary:
-    name: str
-    answers: int
-    mean_top_score: float
-    low_confidence_rate: float
-    latency_p50_ms: float
-    latency_p99_ms: float
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Champion (the production variants) against challenger (the shadow) on the same requests."""
-
-    pairs: int  # requests both answered
-    agreement: float  # share of them where both chose the same class
-    production: VariantSummary
-    shadow: VariantSummary
-
-
 def compare_variants(
     destination: str, endpoint_name: str, url: str | None, threshold: float, client=None
 ) -> Comparison:
-    """Pair each shadow answer with the production answer of the same request (their captures share the
-    inferenceId) and compare them; latencies from the server's record when `url` is given."""
-    production, shadow = {}, {}
-    for record in read_captured_inferences(destination, endpoint_name, client=client, variants=ALL_VARIANTS):
-        if record.inference_id is None or not isinstance(record.output, list):
-            continue
-        side = shadow if record.variant_name.startswith(SHADOW_VARIANT_PREFIX) else production
-        side[record.inference_id] = record
-    ids = sorted(set(production) & set(shadow))
-    if not ids:
+    """Champion against challenger on the requests both answered (scones/monitoring/compare.py), read from the
+    captures at `destination`; latencies from the server's record when `url` is given."""
+    records = read_captured_inferences(destination, endpoint_name, client=client, variants=ALL_VARIANTS)
+    comparison = compare_records(list(records), threshold, read_latencies(url) if url else {})
+    if comparison is None:
         raise RolloutError(
             f"no request answered by both a production and a shadow variant in {destination}: start one with "
             "`scones shadow VERSION`, send traffic, and wait a second for the captures to be written"
         )
-    agree = sum(argmax(production[i].output) == argmax(shadow[i].output) for i in ids)
-    latencies = read_latencies(url) if url else {}
-
-    def summary(side: dict, label: str) -> VariantSummary:
-        tops = [max(side[i].output) for i in ids]
-        names = sorted({side[i].variant_name for i in ids})
-        ms = [m for n in names for m in latencies.get(n, [])]
-        return VariantSummary(
-            label + f" ({', '.join(names)})",
-            len(ids),
-            sum(tops) / len(tops),
-            sum(t < threshold for t in tops) / len(tops),
-            percentile(ms, 50) or 0.0,
-            percentile(ms, 99) or 0.0,
-        )
-
-    return Comparison(len(ids), agree / len(ids), summary(production, "champion"), summary(shadow, "challenger"))
-
-
-def argmax(scores: list[float]) -> int:
-    return max(range(len(scores)), key=scores.__getitem__)
+    return comparison
 
 
 def read_latencies(url: str) -> dict[str, list[float]]:
+    """Each variant's recent latencies (ms) from the server's record (GET /variants)."""
     with urllib.request.urlopen(f"{url}/variants", timeout=10) as response:
         report = json.loads(response.read())
     return {v["VariantName"]: [ms for _, ms, _, _ in v["Answers"]] for v in report["variants"]}
-
-
-def format_comparison(c: Comparison) -> list[str]:
-    lines = [f"{c.pairs} requests answered by both; they chose the same class for {c.agreement:.1%}"]
-    for s in (c.production, c.shadow):
-        latency = f"latency p50 {s.latency_p50_ms:.1f} ms, p99 {s.latency_p99_ms:.1f} ms" if s.latency_p99_ms else ""
-        lines.append(
-            f"  {s.name}: mean top score {s.mean_top_score:.3f}, low confidence {s.low_confidence_rate:.0%}"
-            + (f", {latency}" if latency else "")
-        )
-    return lines

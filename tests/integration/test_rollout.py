@@ -28,6 +28,7 @@ from cloud.polling import poll
 from local_model.artifact import pack_model_tar
 from local_model.capture_reader import ALL_VARIANTS, read_captured_inferences
 from scones.local.model_server import reload_served_model
+from scones.monitoring.compare import format_comparison
 from scones.pipeline import registry, rollout
 from scones.workflow.ledger import (
     ModelServerFiles,
@@ -242,4 +243,4 @@ def test_a_shadow_answers_every_request_and_callers_get_only_the_champions(
     )
     assert comparison.pairs >= len(production_ids)
     assert comparison.shadow.low_confidence_rate == 1.0
-    print("\n".join(rollout.format_comparison(comparison)))
+    print("\n".join(format_comparison(comparison)))
