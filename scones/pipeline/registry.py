@@ -3,9 +3,9 @@ the sha256 of that model.tar.gz (content-addressed: the same model is one versio
 registered), with its metrics, its confidence threshold and the hash of the images it was trained on, listed in
 WORKDIR/models/registry.json with the `champion` and `challenger` aliases.
 
-On AWS the same versions are a SageMaker Model Package Group: a version is a model package (ModelDataUrl the
-same model.tar.gz, its metrics as ModelMetrics, the threshold and data hash as CustomerMetadataProperties) and
-the aliases are its ModelApprovalStatus (champion: Approved) and a `scones:alias` tag (docs/rollout.md).
+On AWS the same versions are a SageMaker Model Package Group (cloud/model_packages.py): a version is a model
+package (ModelDataUrl the same model.tar.gz; id, threshold, data hash and accuracy as CustomerMetadataProperties),
+the champion the one Approved package (docs/rollout.md).
 """
 
 from __future__ import annotations
