@@ -21,3 +21,14 @@ def make_unsure_model(model_dir: Path, dest: Path) -> Path:
     meta["temperature"] = UNSURE_TEMPERATURE
     (folder / META_FILE).write_text(json.dumps(meta))
     return pack_model_tar(folder, Path(dest) / "unsure-model.tar.gz")
+
+
+def make_same_answers_copy(model_dir: Path, dest: Path) -> Path:
+    """A new version that answers exactly as `model_dir` does (the same weights, its model.json marked as another
+    training run, so its sha256 differs): a good model for a canary. Returns its model.tar.gz."""
+    folder = Path(dest) / "same-answers-model"
+    shutil.copytree(model_dir, folder)
+    meta = json.loads((folder / META_FILE).read_text())
+    meta["metrics"] = {**(meta.get("metrics") or {}), "retrained": "a new version for a canary"}
+    (folder / META_FILE).write_text(json.dumps(meta))
+    return pack_model_tar(folder, Path(dest) / "same-answers-model.tar.gz")

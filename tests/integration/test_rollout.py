@@ -39,7 +39,7 @@ from scones.workflow.ledger import (
     run_ledgered_batch,
     wait_for_captures,
 )
-from tests.helpers.model_variants import make_unsure_model
+from tests.helpers.model_variants import make_same_answers_copy, make_unsure_model
 
 from .conftest import CONFIDENCE_THRESHOLD, ENDPOINT_NAME, NEEDS_UP_ON_THE_HOST
 
@@ -70,14 +70,9 @@ def workdir(tmp_path_factory, model_dir):
 @pytest.fixture(scope="module")
 def good_version(workdir, model_dir, tmp_path_factory):
     """A new version that answers as the champion does (the same weights, recorded as another training run)."""
-    folder = tmp_path_factory.mktemp("good") / "model"
-    folder.mkdir()
-    for path in model_dir.iterdir():
-        (folder / path.name).write_bytes(path.read_bytes())
-    meta = json.loads((folder / "model.json").read_text())
-    meta["metrics"] = {**meta.get("metrics", {}), "retrained": "rollout test"}
-    (folder / "model.json").write_text(json.dumps(meta))
-    return registry.register_model(workdir, pack_model_tar(folder, folder.parent / "model.tar.gz"), source="train")
+    return registry.register_model(
+        workdir, make_same_answers_copy(model_dir, tmp_path_factory.mktemp("good")), source="train"
+    )
 
 
 @pytest.fixture(scope="module")
