@@ -21,6 +21,7 @@ from pathlib import Path
 from cloud.guardrails import DEFAULT_GUARDRAILS, Guardrails, alarms_in
 from local_model.capture import SHADOW_VARIANT_PREFIX
 from local_model.capture_reader import ALL_VARIANTS, read_captured_inferences
+from local_model.settings import VARIANTS_FILE_VAR
 from local_model.variants import EndpointVariants, Variant, read_variants, write_variants
 from scones.errors import StepFailedError
 from scones.local.model_server import reload_served_model
@@ -91,9 +92,24 @@ class LocalEndpoint:
         """One UpdateEndpoint step: the server routes by `variants` once this returns (its model version)."""
         write_variants(self.variants_file, variants)
         try:
-            return reload_served_model(self.url, self.pid)
+            version = reload_served_model(self.url, self.pid)
         except Exception as e:
             raise RolloutError(f"the model server {self.url} did not apply the variants: {e}") from e
+        serving = in_service(self.url)
+        if serving != {v.name: v.weight for v in variants.all}:
+            raise RolloutError(
+                f"the model server {self.url} serves {serving} after the reload, not the variants of "
+                f"{self.variants_file}: it was started without {VARIANTS_FILE_VAR} (an older `scones up` or "
+                "`scones deploy`); restart it"
+            )
+        return version
+
+
+def in_service(url: str) -> dict[str, float]:
+    """The variants the server routes by now, with their weights (GET /variants)."""
+    with urllib.request.urlopen(f"{url}/variants", timeout=10) as response:
+        report = json.loads(response.read())
+    return {v["VariantName"]: v["CurrentWeight"] for v in report["variants"] if v["InService"]}
 
 
 def read_window(url: str, variant_name: str, since: float, threshold: float) -> VariantWindow:
