@@ -198,6 +198,11 @@ def roll_out(
             progress(f"  {elapsed:.0f} s: {name}: {describe_window(window)}")
             last_report = clock()
     progress(f"baked {bake_s:g} s without an alarm: {name}: {describe_window(window)}")
+    if window.invocations < guardrails.min_invocations:
+        progress(
+            f"note: {window.invocations} answers are fewer than the {guardrails.min_invocations} the alarms need to "
+            "judge (CloudWatch's missing data): the bake proved little; a longer --bake or more traffic would"
+        )
     if canary_percent < 100:
         endpoint.apply(EndpointVariants((new,), before.shadow))
     registry.set_alias(workdir, "champion", version.id)
