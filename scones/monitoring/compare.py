@@ -1,7 +1,7 @@
 """Champion against challenger on the same requests: the production variants' captured answers paired with the
 shadow variant's (their records share the inferenceId) and compared: agreement, confidence, low-confidence rate,
-latency. `scones compare` prints it; the monitoring report (and so the console's Monitoring page) shows it
-whenever the captures hold a shadow variant's answers."""
+latency, and drift of the challenger's answers from the champion's. `scones compare` prints it; the monitoring
+report (and so the console's Monitoring page) shows it whenever the captures hold a shadow variant's answers."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Comparison:
     agreement: float  # share of them where both chose the same class
     production: VariantSummary
     shadow: VariantSummary
+    drift: dict | None = None  # the challenger's answers against the champion's (answer_drift)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +70,55 @@ def compare_records(
             percentile(ms, 99),
         )
 
-    return Comparison(len(ids), agree / len(ids), summary(production, "champion"), summary(shadow, "challenger"))
+    drift = answer_drift([production[i].output for i in ids], [shadow[i].output for i in ids])
+    return Comparison(len(ids), agree / len(ids), summary(production, "champion"), summary(shadow, "challenger"), drift)
+
+
+CONFIDENCE_BINS = 5  # equal bins of the top score over [1/classes, 1]
+
+
+def answer_drift(champion: list[list[float]], challenger: list[list[float]]) -> dict:
+    """Do the challenger's answers to the same requests look like the champion's? The drift rule of
+    scones/monitoring/drift.py with the champion's answers as the baseline: on the top score, PSI over
+    CONFIDENCE_BINS bins above DEFAULT_PSI_THRESHOLD and a two-sample KS test rejecting at DEFAULT_P_VALUE; on
+    the chosen classes, their shares' PSI above the threshold. Below DEFAULT_MIN_WINDOW pairs: not enough data."""
+    import numpy as np
+    from scipy import stats
+
+    from scones.monitoring.drift import (
+        DEFAULT_MIN_WINDOW,
+        DEFAULT_P_VALUE,
+        DEFAULT_PSI_THRESHOLD,
+        population_stability_index,
+    )
+
+    n = len(champion)
+    if n < DEFAULT_MIN_WINDOW:
+        return {
+            "enough_data": False,
+            "differ": False,
+            "reason": f"not enough data: {n} pairs, drift needs {DEFAULT_MIN_WINDOW}",
+        }
+    classes = len(champion[0])
+    edges = np.linspace(1.0 / classes, 1.0, CONFIDENCE_BINS + 1)
+    tops = [np.clip([max(a) for a in side], edges[0], edges[-1]) for side in (champion, challenger)]
+    counts = [np.histogram(t, bins=edges)[0] for t in tops]
+    chosen = [np.bincount([argmax(a) for a in side], minlength=classes) for side in (champion, challenger)]
+    psi_confidence = population_stability_index(*counts)
+    psi_classes = population_stability_index(*chosen)
+    ks_p = float(stats.ks_2samp(*tops, method="asymp").pvalue)
+    differ = (psi_confidence > DEFAULT_PSI_THRESHOLD and ks_p < DEFAULT_P_VALUE) or psi_classes > DEFAULT_PSI_THRESHOLD
+    reason = (
+        f"confidence PSI {psi_confidence:.3f} (KS p = {ks_p:.2g}), class-share PSI {psi_classes:.3f} over {n} pairs"
+    )
+    return {
+        "enough_data": True,
+        "differ": bool(differ),
+        "reason": ("the challenger's answers differ: " if differ else "no difference: ") + reason,
+        "psi_confidence": psi_confidence,
+        "psi_classes": psi_classes,
+        "ks_p_value": ks_p,
+    }
 
 
 def format_comparison(c: Comparison) -> list[str]:
@@ -83,4 +132,6 @@ def format_comparison(c: Comparison) -> list[str]:
         lines.append(
             f"  {s.name}: mean top score {s.mean_top_score:.3f}, low confidence {s.low_confidence_rate:.0%}{latency}"
         )
+    if c.drift is not None:
+        lines.append(f"  drift: {c.drift['reason']}")
     return lines

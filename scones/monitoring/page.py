@@ -307,7 +307,10 @@ the same class for {{ "%.1f" % (100 * c.agreement) }}%.</p>
 <table><tr><th>variant</th><th>answers</th><th>mean top score</th><th>low confidence</th></tr>
 {% for v in [c.production, c.shadow] %}<tr><td>{{ v.name }}</td><td>{{ v.answers }}</td>
 <td>{{ "%.3f" % v.mean_top_score }}</td><td>{{ "%.0f" % (100 * v.low_confidence_rate) }}%</td></tr>
-{% endfor %}</table>{% endif %}
+{% endfor %}</table>
+{% if c.drift %}<p id="comparison-drift" class="{{ 'drifted' if c.drift.differ else '' }}">
+{{ c.drift.reason }}</p>{% endif %}
+{% endif %}
 {% for name, title in pictures %}<h2>{{ title }}</h2>
 <img src="{{ name }}" alt="{{ title }}">
 {% endfor %}

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import numpy as np
 from typer.testing import CliRunner
 
 from local_model.capture import build_capture_record, capture_file_name
 from local_model.capture_reader import ALL_VARIANTS, read_captured_inferences
 from scones import cli
 from scones.errors import EXIT_OK
-from scones.monitoring.compare import compare_records, format_comparison
+from scones.monitoring.compare import answer_drift, compare_records, format_comparison
 from tests.helpers.image_samples import png_rgba
 
 START = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -68,3 +69,17 @@ def test_the_monitoring_report_compares_and_counts_only_what_callers_got(tmp_pat
     assert summary["scored"] == 4  # the production answers only
     assert summary["comparison"]["pairs"] == 4 and summary["comparison"]["agreement"] == 0.75
     assert "Champion against challenger" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_drift_between_the_answers_follows_the_projects_rule():
+    rng = np.random.default_rng(0)
+    sure = [[float(t), float(1 - t)] for t in rng.uniform(0.9, 1.0, 80)]
+    unsure = [[float(t), float(1 - t)] for t in rng.uniform(0.5, 0.55, 80)]
+    alike = [[float(t), float(1 - t)] for t in rng.uniform(0.9, 1.0, 80)]
+    assert answer_drift(sure, unsure)["differ"] and answer_drift(sure, unsure)["psi_confidence"] > 0.2
+    assert not answer_drift(sure, alike)["differ"]
+    assert answer_drift(sure[:10], unsure[:10]) == {
+        "enough_data": False,
+        "differ": False,
+        "reason": "not enough data: 10 pairs, drift needs 50",
+    }
