@@ -208,7 +208,7 @@ def test_a_shadow_answers_every_request_and_callers_get_only_the_champions(
     rollout.start_shadow(endpoint, workdir, bad_version)
     shadow_name = rollout.shadow_name(bad_version)
     seen = {r.event_id for r in read_captured_inferences(model_server.capture_destination, variants=ALL_VARIANTS)}
-    images, _ = choose_images(data_dir, 30)
+    images, _ = choose_images(data_dir, 60)  # drift between the answers needs 50 pairs
     ledger, _ = run_ledgered_batch(
         AwsTarget(), stack, images, server_files, concurrency=CONCURRENCY, timeout_s=EXECUTION_TIMEOUT_S
     )
@@ -238,4 +238,5 @@ def test_a_shadow_answers_every_request_and_callers_get_only_the_champions(
     )
     assert comparison.pairs >= len(production_ids)
     assert comparison.shadow.low_confidence_rate == 1.0
+    assert comparison.drift["differ"], comparison.drift  # about 50/50 against the champion's answers
     print("\n".join(format_comparison(comparison)))
