@@ -46,7 +46,7 @@ from scones.local.model_server import ModelServer
 from scones.monitoring.report import percentile
 from scones.pipeline import registry, rollout
 from scones.workflow.ledger import ModelServerFiles, check_ledger, choose_images, format_ledger, run_ledgered_batch
-from tests.helpers.model_variants import make_same_answers_copy, make_unsure_model
+from tests.helpers.model_variants import QUICK_MODEL_GUARDRAILS, make_same_answers_copy, make_unsure_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar100-bikes"
@@ -104,9 +104,9 @@ class Rollouts:
         self.endpoint = rollout.LocalEndpoint(server.url, server.pid, files / "variants.json", model_dir)
         self.good = registry.register_model(self.workdir, make_same_answers_copy(model_dir, files), source="bench")
         self.bad = registry.register_model(self.workdir, make_unsure_model(model_dir, files), source="bench")
-        # The quick model rejects about half of the images at 0.93: its alarm rate is set higher, as the template's
-        # LowConfidenceAlarmRate parameter allows; a fully trained model keeps the default.
-        self.guardrails = Guardrails(low_confidence_rate=0.7) if quick else Guardrails()
+        # The quick model rejects about half of the images at 0.93: its alarms are set as the template's parameters
+        # allow (tests/helpers/model_variants.py says why); a fully trained model keeps the defaults.
+        self.guardrails = QUICK_MODEL_GUARDRAILS if quick else Guardrails()
         self.results: list[rollout.RolloutResult] = []
         self.thread = threading.Thread(target=self.run, name="rollouts")
         self.error: Exception | None = None

@@ -7,8 +7,15 @@ import json
 import shutil
 from pathlib import Path
 
+from cloud.guardrails import Guardrails
 from local_model.artifact import META_FILE, pack_model_tar
 
+# The rollback alarms for the integration suite's quick model (10 epochs), which rejects about half of the images
+# at the workflow's 0.93, more than the template's default LowConfidenceAlarmRate (30%, for a trained model). The
+# rate is set as that parameter allows, and over at least 20 answers, so that a good canary of that model
+# (about 50% low confidence) sets it off by chance in well under 1% of bakes (binomial: 18 of 20 at p = 0.55),
+# while a bad one (100%) sets it off at its 20th answer. Errors and latency keep their defaults.
+QUICK_MODEL_GUARDRAILS = Guardrails(low_confidence_rate=0.85, min_invocations=20)
 UNSURE_TEMPERATURE = 1000.0  # logits divided by this: softmax of near-zero logits, both classes near 0.5
 
 
