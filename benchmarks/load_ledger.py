@@ -9,6 +9,12 @@ own, deploys a throwaway stack with cloud/deploy.py, runs the batch with scones.
 (scones/workflow/ledger.py builds and checks the ledger), tears everything down.
 
     python benchmarks/load_ledger.py --executions 1000 --concurrency 32
+    python benchmarks/load_ledger.py --executions 1000 --concurrency 32 --rollout   # across a canary and a rollback
+
+With --rollout, while the batch runs the endpoint first takes a canary of a good new version (10% of the
+traffic, baked 10 s, then all of it), then a canary of a deliberately bad one (every answer about 50/50), which
+must roll back by itself; the ledger must still balance, every request answered by exactly one production
+variant (one capture each, in that variant's folder).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +38,15 @@ from emulated import aws_environment_for
 from cloud.aws import AwsTarget
 from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD
 from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
+from cloud.guardrails import Guardrails
+from cloud.polling import poll
+from local_model.settings import VARIANTS_FILE_VAR
 from scones.local.emulator import emulator_endpoint
 from scones.local.model_server import ModelServer
 from scones.monitoring.report import percentile
+from scones.pipeline import registry, rollout
 from scones.workflow.ledger import ModelServerFiles, check_ledger, choose_images, format_ledger, run_ledgered_batch
+from tests.helpers.model_variants import QUICK_MODEL_GUARDRAILS, make_same_answers_copy, make_unsure_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar100-bikes"
@@ -81,6 +94,63 @@ def deployed_stack(server: ModelServer, stack_prefix: str, threshold: float) -> 
             teardown_stack(AwsTarget(timeout_s=600), stack_name)
 
 
+class Rollouts:
+    """The --rollout steps, in a thread beside the batch: a good canary that completes, then a bad one that must
+    roll back (scones/pipeline/rollout.py, the alarm condition of cloud/guardrails.py)."""
+
+    def __init__(self, server: ModelServer, model_dir: Path, files: Path, threshold: float, quick: bool):
+        self.server, self.threshold = server, threshold
+        self.workdir = files / "registry"
+        self.endpoint = rollout.LocalEndpoint(server.url, server.pid, files / "variants.json", model_dir)
+        self.good = registry.register_model(self.workdir, make_same_answers_copy(model_dir, files), source="bench")
+        self.bad = registry.register_model(self.workdir, make_unsure_model(model_dir, files), source="bench")
+        # The quick model rejects about half of the images at 0.93: its alarms are set as the template's parameters
+        # allow (tests/helpers/model_variants.py says why); a fully trained model keeps the defaults.
+        self.guardrails = QUICK_MODEL_GUARDRAILS if quick else Guardrails()
+        self.results: list[rollout.RolloutResult] = []
+        self.thread = threading.Thread(target=self.run, name="rollouts")
+        self.error: Exception | None = None
+
+    def start(self) -> Rollouts:
+        self.thread.start()
+        return self
+
+    def answered(self) -> int:
+        with urllib.request.urlopen(f"{self.server.url}/variants", timeout=10) as response:
+            return sum(v["Invocations"] for v in json.loads(response.read())["variants"])
+
+    def run(self) -> None:
+        try:
+            poll(self.answered, lambda n: n >= 100, timeout_s=300)  # the batch's traffic flows
+            for version, bake_s in ((self.good, 10.0), (self.bad, 60.0)):
+                self.results.append(
+                    rollout.roll_out(
+                        self.endpoint,
+                        self.workdir,
+                        version,
+                        canary_percent=10,
+                        bake_s=bake_s,
+                        threshold=self.threshold,
+                        progress=lambda line: print(f"rollout: {line}", flush=True),
+                        guardrails=self.guardrails,
+                    )
+                )
+        except Exception as e:  # reported with the ledger's problems
+            self.error = e
+
+    def problems(self) -> list[str]:
+        if self.error is not None:
+            return [f"the rollouts failed: {type(self.error).__name__}: {self.error}"]
+        found = []
+        if len(self.results) != 2:
+            found.append(f"{len(self.results)} rollouts ran, not 2")
+        elif not self.results[0].completed:
+            found.append(f"the good canary rolled back: {self.results[0].alarms}")
+        elif self.results[1].completed:
+            found.append("the bad canary was not rolled back")
+        return found
+
+
 def latency_line(seconds: list[float]) -> str:
     if not seconds:
         return "no execution finished"
@@ -108,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=EXECUTION_TIMEOUT_S, help="seconds per execution")
     parser.add_argument("--json", type=Path, help="also write the numbers and the ledger here")
+    parser.add_argument(
+        "--rollout",
+        action="store_true",
+        help="meanwhile, on the same endpoint: a canary of a good new version (10%%, baked 10 s, then all traffic), "
+        "then a canary of a bad one (every answer about 50/50), which must roll back by itself",
+    )
     args = parser.parse_args(argv)
     if args.executions < 1 or args.concurrency < 1:
         parser.error("--executions and --concurrency must be at least 1")
@@ -126,12 +202,21 @@ def main(argv: list[str] | None = None) -> int:
     files = Path(tempfile.mkdtemp(prefix="scones-ledger-"))
     captures = files / "captures"
     server = ModelServer(
-        model_dir, log_path=files / "model-server.log", capture_destination=str(captures), endpoint_name=ENDPOINT_NAME
+        model_dir,
+        log_path=files / "model-server.log",
+        capture_destination=str(captures),
+        endpoint_name=ENDPOINT_NAME,
+        env={VARIANTS_FILE_VAR: str(files / "variants.json")},
     )
     with deployed_stack(server, "scones-ledger", args.threshold) as (url, outputs):
         print(f"emulator {url}; model server {server.url} (log {server.log_path}, captures {captures})")
         print(f"{args.executions} executions, {args.concurrency} at a time (cold starts included)", flush=True)
         aws = AwsTarget()
+        rollouts = (
+            Rollouts(server, model_dir, files, args.threshold, quick=args.model_dir is None).start()
+            if args.rollout
+            else None
+        )
         ledger, wall_s = run_ledgered_batch(
             aws,
             outputs,
@@ -140,10 +225,14 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             timeout_s=args.timeout,
         )
+        if rollouts is not None:
+            rollouts.thread.join()
         # The same question asked once more, of the whole state machine: nothing may be left running.
         sfn = aws.client("stepfunctions")
         running = sfn.list_executions(stateMachineArn=outputs["StateMachineArn"], statusFilter="RUNNING")
     problems = check_ledger(ledger)
+    if rollouts is not None:
+        problems += rollouts.problems()
     if running["executions"]:
         problems.append(f"list_executions(statusFilter=RUNNING) still lists {len(running['executions'])}")
     window_s = execution_window_s(ledger.executions)

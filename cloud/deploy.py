@@ -16,7 +16,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from cloud import manifest
+from cloud import guardrails, manifest
 from cloud.artifacts import REPOSITORY, SourceTree, artifact_digests, build_artifacts
 from cloud.aws import AwsTarget
 from cloud.defaults import (
@@ -76,7 +76,16 @@ class DeployConfig:
     # Monitoring: the functions' metrics namespace, and the share of images rejected as low confidence over
     # 15 minutes above which the LowConfidenceRateAlarm fires (the template's defaults).
     metrics_namespace: str = "SconesUnlimited"
-    low_confidence_alarm_rate: float = 0.3
+    low_confidence_alarm_rate: float = guardrails.LOW_CONFIDENCE_RATE
+    # A model update on AWS (the endpoint's DeploymentConfig): a canary of this share of the capacity, baked
+    # this long, then the rest; rolled back by the low-confidence, error-rate and latency alarms
+    # (cloud/guardrails.py holds their thresholds, which `scones deploy --canary` applies locally).
+    model_error_alarm_rate: float = guardrails.ERROR_RATE
+    model_latency_alarm_ms: float = guardrails.LATENCY_P99_MS
+    canary_traffic_percent: int = 10
+    canary_bake_seconds: int = 600
+    update_termination_wait_seconds: int = 600
+    update_maximum_seconds: int = 3600
     # An upload under upload_trigger_prefix starts an execution (the template's UploadTrigger rule).
     upload_trigger: bool = True
     upload_trigger_prefix: str = UPLOAD_TRIGGER_PREFIX
@@ -138,6 +147,14 @@ def stack_parameters(config: DeployConfig, bucket: str, keys: dict[str, str]) ->
         "UploadTriggerPrefix": config.upload_trigger_prefix,
         "MetricsNamespace": config.metrics_namespace,
         "LowConfidenceAlarmRate": repr(float(config.low_confidence_alarm_rate)),
+        "ModelErrorAlarmRate": repr(float(config.model_error_alarm_rate)),
+        "ModelLatencyAlarmMicroseconds": str(round(config.model_latency_alarm_ms * 1000)),
+        "CanaryTrafficPercent": str(config.canary_traffic_percent),
+        "CanaryBakeSeconds": str(config.canary_bake_seconds),
+        "UpdateTerminationWaitSeconds": str(config.update_termination_wait_seconds),
+        "UpdateMaximumSeconds": str(config.update_maximum_seconds),
+        # A shadow challenger on AWS is not promoted yet (docs/rollout.md): the template supports one.
+        "ChallengerModelDataKey": "",
     }
     values.setdefault("ModelDataKey", "")
     return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]

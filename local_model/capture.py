@@ -2,7 +2,9 @@
 
 Files land where SageMaker puts them, so Model Monitor jobs and our CLI read both alike:
 
-    <destination>/<endpoint-name>/AllTraffic/YYYY/MM/DD/HH/<MM>-<SS>-<mmm>-<uuid>.jsonl
+    <destination>/<endpoint-name>/<variant-name>/YYYY/MM/DD/HH/<MM>-<SS>-<mmm>-<uuid>.jsonl
+
+(the variant is AllTraffic, SageMaker's default, unless the endpoint has several: local_model/variants.py)
 
 one JSON record per line:
 
@@ -37,7 +39,10 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-VARIANT_NAME = "AllTraffic"  # SageMaker's default production variant, the only one this server has
+VARIANT_NAME = "AllTraffic"  # SageMaker's default production variant, the one of an endpoint without variants
+# Shadow variants' names start with this (`scones shadow` names them so): readers of production traffic skip
+# their folders, since a shadow's answers were never returned to anyone.
+SHADOW_VARIANT_PREFIX = "Shadow"
 EVENT_VERSION = "0"
 # Captured bodies wait in memory until the writer thread stores them, at most this many bytes. A capture
 # that does not fit waits (in the request's worker thread, never on the event loop) up to
@@ -106,11 +111,13 @@ def format_inference_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # the precision SageMaker writes
 
 
-def capture_file_name(endpoint_name: str, when: datetime, file_id: str | None = None) -> str:
-    """`<endpoint>/AllTraffic/YYYY/MM/DD/HH/MM-SS-mmm-<uuid>.jsonl`, relative to the destination."""
+def capture_file_name(
+    endpoint_name: str, when: datetime, file_id: str | None = None, variant_name: str = VARIANT_NAME
+) -> str:
+    """`<endpoint>/<variant>/YYYY/MM/DD/HH/MM-SS-mmm-<uuid>.jsonl`, relative to the destination."""
     when = when.astimezone(UTC)
     stamp = f"{when:%M-%S}-{when.microsecond // 1000:03d}"
-    return f"{endpoint_name}/{VARIANT_NAME}/{when:%Y/%m/%d/%H}/{stamp}-{file_id or uuid.uuid4()}.jsonl"
+    return f"{endpoint_name}/{variant_name}/{when:%Y/%m/%d/%H}/{stamp}-{file_id or uuid.uuid4()}.jsonl"
 
 
 def build_capture_record(
@@ -176,6 +183,7 @@ class _PendingCapture:
     output_body: str
     output_content_type: str
     inference_id: str | None
+    variant_name: str = VARIANT_NAME
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
@@ -276,6 +284,7 @@ class CaptureWriter:
         output_body: str,
         output_content_type: str,
         inference_id: str | None = None,
+        variant_name: str = VARIANT_NAME,
     ) -> bool:
         """Buffer one request/response pair (after sampling), waiting up to `wait_for_room_s` for buffer space
         when it is full. Returns whether it was buffered; never raises. Call it off the event loop."""
@@ -318,6 +327,7 @@ class CaptureWriter:
                         output_body,
                         output_content_type,
                         inference_id,
+                        variant_name,
                     )
                 )
                 self._pending_bytes += size
@@ -346,9 +356,10 @@ class CaptureWriter:
                 self._room.notify_all()
             if not batch:
                 return 0
-            groups: dict[tuple[str, str], list[_PendingCapture]] = {}
+            groups: dict[tuple[str, str, str], list[_PendingCapture]] = {}
             for item in batch:
-                groups.setdefault((item.endpoint_name, f"{item.when.astimezone(UTC):%Y%m%d%H}"), []).append(item)
+                hour = f"{item.when.astimezone(UTC):%Y%m%d%H}"
+                groups.setdefault((item.endpoint_name, item.variant_name, hour), []).append(item)
             written = 0
             try:
                 for items in groups.values():
@@ -360,7 +371,7 @@ class CaptureWriter:
 
     def _write_group(self, items: list[_PendingCapture]) -> int:
         first = items[0]
-        relative = capture_file_name(first.endpoint_name, first.when)
+        relative = capture_file_name(first.endpoint_name, first.when, variant_name=first.variant_name)
         try:
             lines = [
                 json.dumps(

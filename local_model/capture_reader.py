@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from local_model.capture import VARIANT_NAME, CaptureDestination, CaptureError, s3_client
+from local_model.capture import SHADOW_VARIANT_PREFIX, VARIANT_NAME, CaptureDestination, CaptureError, s3_client
 
 MAX_EXAMPLES = 5
 
@@ -73,9 +73,16 @@ class CapturedInference:
     output: object  # the parsed JSON answer, e.g. [p_bicycle, p_motorcycle]; text for other encodings
     source: str  # the file (and line) the record came from
     record: dict  # the raw record as stored
+    variant_name: str = VARIANT_NAME  # the production or shadow variant that answered (its folder)
+
+    @property
+    def inference_id(self) -> str | None:
+        return self.record.get("eventMetadata", {}).get("inferenceId")
 
     @classmethod
-    def from_record(cls, record: dict, endpoint_name: str, source: str) -> CapturedInference:
+    def from_record(
+        cls, record: dict, endpoint_name: str, source: str, variant_name: str = VARIANT_NAME
+    ) -> CapturedInference:
         try:
             data_in = record["captureData"]["endpointInput"]
             data_out = record["captureData"]["endpointOutput"]
@@ -102,6 +109,7 @@ class CapturedInference:
             output=output,
             source=source,
             record=record,
+            variant_name=variant_name,
         )
 
 
@@ -116,13 +124,29 @@ def _base64(data: str, source: str) -> bytes:
         raise _BadBase64(f"{source} holds data that is not valid base64: {e}") from e
 
 
+PRODUCTION = "production"  # read_captured_inferences(variants=...): every variant but the shadow ones
+ALL_VARIANTS = "all"
+
+
+def _variant_wanted(variant: str, variants: str) -> bool:
+    if variants == ALL_VARIANTS:
+        return True
+    if variants == PRODUCTION:
+        return not variant.startswith(SHADOW_VARIANT_PREFIX)
+    return variant == variants
+
+
 def list_capture_files(
-    destination: str | os.PathLike | CaptureDestination, endpoint_name: str | None = None, client=None
+    destination: str | os.PathLike | CaptureDestination,
+    endpoint_name: str | None = None,
+    client=None,
+    variants: str = PRODUCTION,
 ) -> list[str]:
-    """Capture files (S3 keys or local paths) under the destination, oldest first within each endpoint.
+    """Capture files (S3 keys or local paths) under the destination, oldest first within each endpoint and
+    variant; `variants`: PRODUCTION (what callers were answered), ALL_VARIANTS or one variant's name.
     A destination that does not exist is CaptureError (a missing folder as a missing bucket)."""
     dest = destination if isinstance(destination, CaptureDestination) else CaptureDestination.parse(destination)
-    below = f"{endpoint_name}/{VARIANT_NAME}/" if endpoint_name else ""
+    below = f"{endpoint_name}/" if endpoint_name else ""
     if dest.is_s3:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -134,19 +158,30 @@ def list_capture_files(
                 keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(".jsonl")]
         except (BotoCoreError, ClientError) as e:
             raise CaptureError(f"cannot list captured data under {dest.uri}: {e}") from e
-        return sorted(keys)
+        return sorted(k for k in keys if _is_capture_file(k) and _variant_wanted(_variant_of(k), variants))
     if not dest.folder.is_dir():
         raise CaptureError(f"{dest.folder} is not a folder: nothing has been captured there (check --source)")
     root = dest.folder / below if below else dest.folder
     if not root.is_dir():
         return []
-    return sorted(str(path) for path in root.rglob("*.jsonl") if f"/{VARIANT_NAME}/" in path.as_posix())
+    found = (path.as_posix() for path in root.rglob("*.jsonl"))
+    return sorted(p for p in found if _is_capture_file(p) and _variant_wanted(_variant_of(p), variants))
+
+
+def _is_capture_file(path: str) -> bool:
+    """`.../<endpoint>/<variant>/YYYY/MM/DD/HH/file.jsonl`: four date folders above the file."""
+    parts = path.split("/")
+    return len(parts) >= 7 and all(part.isdigit() for part in parts[-5:-1])
+
+
+def _variant_of(path: str) -> str:
+    return path.split("/")[-6]
 
 
 def _endpoint_of(path: str) -> str:
-    """`.../<endpoint>/AllTraffic/YYYY/MM/DD/HH/file.jsonl` -> `<endpoint>`."""
+    """`.../<endpoint>/<variant>/YYYY/MM/DD/HH/file.jsonl` -> `<endpoint>`."""
     parts = path.split("/")
-    return parts[-7] if len(parts) >= 7 and parts[-6] == VARIANT_NAME else ""
+    return parts[-7] if _is_capture_file(path) else ""
 
 
 def _problem(problems: CaptureReadProblems | None, kind: str, location: str, detail: str, error: Exception) -> None:
@@ -160,13 +195,15 @@ def read_captured_inferences(
     endpoint_name: str | None = None,
     client=None,
     problems: CaptureReadProblems | None = None,
+    variants: str = PRODUCTION,
 ) -> Iterator[CapturedInference]:
-    """Every captured inference under the destination, in the order the files were written. With
-    `problems`, what cannot be read is counted there and skipped; without, it raises CaptureError."""
+    """Every captured inference under the destination, in the order the files were written; of the production
+    variants unless `variants` says otherwise (list_capture_files). With `problems`, what cannot be read is
+    counted there and skipped; without, it raises CaptureError."""
     dest = destination if isinstance(destination, CaptureDestination) else CaptureDestination.parse(destination)
     if dest.is_s3:
         client = client or s3_client()
-    for name in list_capture_files(dest, endpoint_name, client):
+    for name in list_capture_files(dest, endpoint_name, client, variants):
         source = f"s3://{dest.bucket}/{name}" if dest.is_s3 else name
         try:
             if dest.is_s3:
@@ -193,7 +230,7 @@ def read_captured_inferences(
             try:
                 if not isinstance(record, dict):
                     raise CaptureError(f"{location} holds a JSON {type(record).__name__}, not a capture record")
-                yield CapturedInference.from_record(record, _endpoint_of(name), location)
+                yield CapturedInference.from_record(record, _endpoint_of(name), location, _variant_of(name))
             except _BadBase64 as e:
                 _problem(problems, BAD_BASE64, location, str(e), e)
             except CaptureError as e:

@@ -6,6 +6,11 @@
   requests in flight finish on the old model and none is refused (a model that does not load is logged and
   reported on /ping as `reload_error`, and the old one keeps serving).
 - `POST /invocations`: the container contract; image bytes in, `[p_bicycle, p_motorcycle]` out.
+- Variants (local_model/variants.py, SCONES_VARIANTS_FILE): each request goes to one production variant by
+  weight, named in the answer's `x-Amzn-Invoked-Production-Variant` and in its capture's folder; a shadow variant
+  answers a copy of it afterwards, captured under its own name with the same inferenceId, never returned.
+  SIGHUP reads the file again (weights, models). `GET /variants?since=T`: each variant's weight, its counts and
+  its answers since unix time T (latency, top score, error), which `scones deploy --canary` bakes on.
 - `POST /endpoints/{name}/invocations`: the SageMaker Runtime API path, answering as the Runtime service
   does (container errors wrapped as `ModelError`, HTTP 424), so `boto3.client("sagemaker-runtime")` with
   AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME pointing here works unchanged. Only the served endpoint's name is
@@ -23,10 +28,15 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import logging
+import random
 import signal
 import sys
 import threading
+import time
+import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -53,6 +63,7 @@ from local_model.settings import (
     SettingsError,
     read_serve_settings,
 )
+from local_model.variants import EndpointVariants, Variant, VariantsError, read_variants, single_variant
 
 logger = logging.getLogger("local_model.serve")  # not __name__: that is "__main__" under `python -m`
 
@@ -79,10 +90,32 @@ class ModelNotLoadedError(InferenceRequestError):
     status = 503
 
 
+RECENT_ANSWERS = 20_000  # per variant, what GET /variants can report (a bake reads its window from them)
+
+
+@dataclass
+class VariantStats:
+    """What one variant did: counts since start, and its recent answers as (unix time, latency ms, top score or
+    None for an error)."""
+
+    invocations: int = 0
+    errors: int = 0  # 5xx: the model's fault, not the client's
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_ANSWERS))
+
+    def record(self, latency_ms: float, top_score: float | None, error: bool) -> None:
+        self.invocations += 1
+        self.errors += error
+        self.recent.append((time.time(), round(latency_ms, 3), top_score, error))
+
+
 @dataclass
 class ServerState:
     settings: ServeSettings
-    model: object | None = None
+    model: object | None = None  # the first production variant's (the only one without a variants file)
+    routing: EndpointVariants | None = None
+    models: dict[str, object] = field(default_factory=dict)  # by variant name
+    stats: dict[str, VariantStats] = field(default_factory=dict)  # by variant name
+    shadow_tasks: set = field(default_factory=set)  # shadow answers in flight (kept referenced until done)
     load_error: str | None = None
     capture: CaptureWriter | None = None
     model_threads: ThreadPoolExecutor = field(
@@ -96,22 +129,81 @@ class ServerState:
 
 
 def keep_reloading(state: ServerState, stop: threading.Event) -> None:
-    """The reloader thread: each time a reload is asked for, load the model again and swap it in once warm; on
-    failure the loaded one keeps serving. Off the event loop, since loading takes a second or two and requests
-    go on meanwhile; reloads asked for during one are done once, after it."""
+    """The reloader thread: each time a reload is asked for, load the endpoint again (its variants file, or the
+    model directory) and swap it in once warm; on failure the loaded one keeps serving. Off the event loop, since
+    loading takes a second or two and requests go on meanwhile; reloads asked for during one are done once."""
     while not stop.is_set():
         if not state.reload_asked.wait(timeout=0.5):
             continue
         state.reload_asked.clear()
-        model, error = load_model(state.settings)
-        if model is not None:
-            state.model, state.load_error, state.reload_error = model, None, None
+        routing, models, error = load_endpoint(state.settings, state)
+        if routing is not None:
+            install(state, routing, models)
+            state.load_error, state.reload_error = None, None
             state.model_version += 1
-            logger.info("reloaded the model from %s (version %d)", state.settings.model_dir, state.model_version)
+            logger.info("reloaded the endpoint: %s (version %d)", describe_routing(routing), state.model_version)
         else:
             state.reload_error = error
-            logger.error("the model reload failed; the previous model keeps serving: %s", error)
+            logger.error("the reload failed; the previous endpoint keeps serving: %s", error)
         state.reloads += 1
+
+
+def describe_routing(routing: EndpointVariants) -> str:
+    parts = [f"{v.name} weight {v.weight:g} ({v.model_dir})" for v in routing.production]
+    parts += [f"shadow {v.name} ({v.model_dir})" for v in routing.shadow]
+    return ", ".join(parts)
+
+
+def install(state: ServerState, routing: EndpointVariants, models: dict[str, object]) -> None:
+    """Swap in a loaded endpoint: requests from now on are routed by it (one reference each, so a request
+    never sees half of it)."""
+    for variant in routing.all:
+        state.stats.setdefault(variant.name, VariantStats())
+    state.models = models
+    state.routing = routing
+    state.model = models[routing.production[0].name]
+
+
+def load_endpoint(settings: ServeSettings, previous: ServerState | None = None):
+    """(routing, models by variant, None) or (None, None, reason). A variant's model already loaded from the same
+    unchanged file is reused (registry versions never change), so a weight step loads nothing."""
+    try:
+        routing = read_variants(settings.variants_file, settings.model_dir)
+    except VariantsError as e:
+        return None, None, f"{type(e).__name__}: {e}"
+    if settings.variants_file is None or not settings.variants_file.is_file():
+        model, error = load_model(settings)
+        return (routing, {routing.production[0].name: model}, None) if model is not None else (None, None, error)
+    loaded = {}
+    known = _loaded_by_file(previous)
+    for variant in routing.all:
+        key = _file_key(variant.model_dir)
+        if key is not None and key in known:
+            loaded[variant.name] = known[key]
+            continue
+        model, error = load_model(replace(settings, model_dir=variant.model_dir))
+        if model is None:
+            return None, None, f"variant {variant.name}: {error}"
+        loaded[variant.name] = model
+    return routing, loaded, None
+
+
+def _file_key(path: Path):
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size) if Path(path).is_file() else None
+
+
+def _loaded_by_file(state: ServerState | None) -> dict:
+    if state is None or state.routing is None:
+        return {}
+    return {
+        key: state.models[v.name]
+        for v in state.routing.all
+        if v.name in state.models and (key := _file_key(v.model_dir)) is not None
+    }
 
 
 def load_model(settings: ServeSettings):
@@ -180,10 +272,13 @@ async def read_body(
     return b"".join(parts)
 
 
-def answer(state: ServerState, body: bytes, content_type: str | None, accept: str | None) -> tuple[str, str]:
-    """The four SageMaker handlers in order; raises InferenceRequestError for anything the client got wrong.
-    Runs on the model threads (ServerState.model_threads)."""
-    if state.model is None:
+def answer(
+    state: ServerState, body: bytes, content_type: str | None, accept: str | None, model=None
+) -> tuple[str, str]:
+    """The four SageMaker handlers in order, with `model` (default: the server's first); raises
+    InferenceRequestError for anything the client got wrong. Runs on the model threads."""
+    model = state.model if model is None else model
+    if model is None:
         raise ModelNotLoadedError(f"the model is not loaded: {state.load_error}")
     inference.check_accept(accept)  # first: no point decoding an image we cannot answer in the asked format
     try:
@@ -191,7 +286,7 @@ def answer(state: ServerState, body: bytes, content_type: str | None, accept: st
     finally:
         if inference.declared_pixels(body) > TRIM_AFTER_PIXELS:
             release_freed_memory()
-    return inference.output_fn(inference.predict_fn(data, state.model), accept)
+    return inference.output_fn(inference.predict_fn(data, model), accept)
 
 
 def release_freed_memory() -> None:
@@ -210,10 +305,51 @@ def _load_libc():
 _LIBC = _load_libc() if hasattr(ctypes, "CDLL") else None
 
 
+def top_score(text: str, media: str) -> float | None:
+    """The answer's highest class probability (JSON answers), for the variant's low-confidence rate."""
+    if not media.startswith("application/json"):
+        return None
+    try:
+        scores = json.loads(text)
+        return float(max(scores)) if isinstance(scores, list) and scores else None
+    except (ValueError, TypeError):
+        return None
+
+
 async def invoke(request: Request, endpoint_name: str) -> Response:
+    """Route the request to one production variant (by weight) and answer with it; a shadow variant answers a
+    copy afterwards, captured only. Every answer names its variant (INVOKED_VARIANT_HEADER)."""
     state: ServerState = request.app.state.server
+    routing, models = state.routing, state.models  # one consistent endpoint for this request
+    variant = routing.pick(random.random()) if routing is not None else Variant("AllTraffic", Path("."))
+    response, body, content_type, answered = await answer_with(request, state, variant, models.get(variant.name))
+    response.headers[INVOKED_VARIANT_HEADER] = variant.name
+    if answered is None:
+        return response
+    text, media = answered
+    inference_id = request.headers.get(INFERENCE_ID_HEADER)
+    if routing is not None and routing.shadow and inference_id is None:
+        inference_id = str(uuid.uuid4())  # pairs the production answer with the shadow's in the captures
+    if state.capture is not None:  # may wait for buffer space (local_model/capture.py): off the loop
+        await run_in_threadpool(
+            state.capture.capture, endpoint_name, body, content_type, text, media, inference_id, variant.name
+        )
+    for shadow in routing.shadow if routing is not None else ():
+        task = asyncio.create_task(
+            answer_shadow(state, shadow, models.get(shadow.name), endpoint_name, body, content_type, inference_id)
+        )
+        state.shadow_tasks.add(task)
+        task.add_done_callback(state.shadow_tasks.discard)
+    return response
+
+
+async def answer_with(request: Request, state: ServerState, variant: Variant, model):
+    """(response, body, content type, (text, media) or None when it is an error response)."""
     content_type = request.headers.get("content-type")
     accept = request.headers.get("accept")
+    body = b""
+    started = time.perf_counter()
+    stats = state.stats.setdefault(variant.name, VariantStats())
     try:
         inference.check_content_type(content_type)  # refuse before reading a body we would not use
         # A refused body is left unread: uvicorn discards the rest, so the client still gets our answer.
@@ -222,26 +358,83 @@ async def invoke(request: Request, endpoint_name: str) -> Response:
         body = await read_body(request.stream(), declared, settings.max_body_bytes, settings.body_timeout_s)
         if not body:
             raise EmptyBodyError("the request body is empty; send the image bytes")
+        started = time.perf_counter()  # the model's latency (SageMaker's ModelLatency), not the upload's
         text, media = await asyncio.get_running_loop().run_in_executor(
-            state.model_threads, answer, state, body, content_type, accept
+            state.model_threads, answer, state, body, content_type, accept, model
         )
     except InferenceRequestError as e:
-        return error_response(e)
+        if e.status >= 500:
+            stats.record((time.perf_counter() - started) * 1000, None, True)
+        return error_response(e), body, content_type, None
     except ClientDisconnect:
         # The client went away mid-body: nobody to answer, nothing wrong on our side.
         logger.info("client disconnected before its request body was complete (%s)", request.url.path)
-        return Response(status_code=499)
+        return Response(status_code=499), body, content_type, None
     except Exception as e:
         # A bug on our side, not the client's: still a JSON answer naming the failure, and the server lives on.
         logger.exception("unexpected error while answering %s", request.url.path)
-        return JSONResponse(
+        stats.record((time.perf_counter() - started) * 1000, None, True)
+        response = JSONResponse(
             {"error": "InternalServerError", "message": f"unexpected {type(e).__name__}; see the server log"},
             status_code=500,
         )
-    if state.capture is not None:  # may wait for buffer space (local_model/capture.py): off the loop
-        inference_id = request.headers.get(INFERENCE_ID_HEADER)
-        await run_in_threadpool(state.capture.capture, endpoint_name, body, content_type, text, media, inference_id)
-    return Response(text, media_type=media)
+        return response, body, content_type, None
+    stats.record((time.perf_counter() - started) * 1000, top_score(text, media), False)
+    return Response(text, media_type=media), body, content_type, (text, media)
+
+
+async def answer_shadow(
+    state: ServerState,
+    shadow: Variant,
+    model,
+    endpoint_name: str,
+    body: bytes,
+    content_type: str | None,
+    inference_id: str | None,
+) -> None:
+    """The shadow variant's answer to a copy of a request: counted and captured, returned to no one."""
+    stats = state.stats.setdefault(shadow.name, VariantStats())
+    started = time.perf_counter()
+    try:
+        text, media = await asyncio.get_running_loop().run_in_executor(
+            state.model_threads, answer, state, body, content_type, None, model
+        )
+    except Exception as e:  # the caller was answered already: a shadow's failure is only counted and logged
+        stats.record((time.perf_counter() - started) * 1000, None, True)
+        logger.warning("shadow variant %s failed: %s: %s", shadow.name, type(e).__name__, e)
+        return
+    stats.record((time.perf_counter() - started) * 1000, top_score(text, media), False)
+    if state.capture is not None:
+        await run_in_threadpool(
+            state.capture.capture, endpoint_name, body, content_type, text, media, inference_id, shadow.name
+        )
+
+
+async def variants_report(request: Request) -> Response:
+    """Each variant's weight, counts, and its answers since `?since=` (unix seconds; default: all kept)."""
+    state: ServerState = request.app.state.server
+    try:
+        since = float(request.query_params.get("since", "0"))
+    except ValueError:
+        return JSONResponse({"error": "ValidationError", "message": "since must be unix seconds"}, status_code=400)
+    routing = state.routing
+    current = {v.name: v for v in routing.all} if routing is not None else {}
+    report = []
+    for name, stats in list(state.stats.items()):
+        variant = current.get(name)
+        report.append(
+            {
+                "VariantName": name,
+                "CurrentWeight": variant.weight if variant is not None else 0.0,
+                "Shadow": variant.is_shadow if variant is not None else name.startswith("Shadow"),
+                "InService": variant is not None,
+                "ModelDataUrl": str(variant.model_dir) if variant is not None else None,
+                "Invocations": stats.invocations,
+                "Errors": stats.errors,
+                "Answers": [list(entry) for entry in list(stats.recent) if entry[0] >= since],
+            }
+        )
+    return JSONResponse({"model_version": state.model_version, "variants": report})
 
 
 async def ping(request: Request) -> Response:
@@ -249,6 +442,10 @@ async def ping(request: Request) -> Response:
     if state.model is None:
         return error_response(ModelNotLoadedError(f"the model is not loaded: {state.load_error}"))
     health = {"status": "healthy", "model_version": state.model_version, "reloads": state.reloads}
+    if state.routing is not None and state.routing != single_variant(state.settings.model_dir):
+        health["variants"] = {v.name: v.weight for v in state.routing.production}
+        if state.routing.shadow:
+            health["shadow_variants"] = [v.name for v in state.routing.shadow]
     if state.reload_error:
         health["reload_error"] = state.reload_error
     if state.capture is not None:  # lost captures are visible to whoever watches the health check
@@ -306,7 +503,6 @@ async def any_endpoint_invocations(request: Request) -> Response:
 async def runtime_invoke(request: Request, name: str) -> Response:
     response = await invoke(request, name)
     if response.status_code == 200:
-        response.headers[INVOKED_VARIANT_HEADER] = "AllTraffic"
         return response
     original = response.body.decode()
     return JSONResponse(
@@ -317,7 +513,7 @@ async def runtime_invoke(request: Request, name: str) -> Response:
             "OriginalMessage": original,
         },
         status_code=424,
-        headers={"x-amzn-ErrorType": "ModelError"},
+        headers={"x-amzn-ErrorType": "ModelError", INVOKED_VARIANT_HEADER: response.headers[INVOKED_VARIANT_HEADER]},
     )
 
 
@@ -329,9 +525,11 @@ def create_app(settings: ServeSettings | None = None, model=None) -> Starlette:
     async def lifespan(app: Starlette):
         state = ServerState(settings=settings)
         if model is not None:
-            state.model = model
+            install(state, single_variant(settings.model_dir), {"AllTraffic": model})
         else:
-            state.model, state.load_error = load_model(settings)
+            routing, models, state.load_error = load_endpoint(settings)
+            if routing is not None:
+                install(state, routing, models)
         if settings.capture.enabled:
             state.capture = CaptureWriter(
                 settings.capture.destination,
@@ -347,6 +545,8 @@ def create_app(settings: ServeSettings | None = None, model=None) -> Starlette:
             yield
         finally:
             stop_reloader.set()
+            if state.shadow_tasks:  # shadow answers in flight are captured before the capture writer closes
+                await asyncio.gather(*list(state.shadow_tasks), return_exceptions=True)
             state.model_threads.shutdown(wait=True)
             if state.capture is not None:
                 state.capture.close()  # everything buffered reaches the destination before exit
@@ -354,6 +554,7 @@ def create_app(settings: ServeSettings | None = None, model=None) -> Starlette:
     return Starlette(
         routes=[
             Route("/ping", ping, methods=["GET"]),
+            Route("/variants", variants_report, methods=["GET"]),
             Route("/invocations", invocations, methods=["POST"]),
             Route("/endpoints/{endpoint_name}/invocations", runtime_invocations, methods=["POST"]),
             Route(

@@ -41,6 +41,9 @@ CAPTURE_SAMPLING_PERCENTAGE_VAR = "SCONES_CAPTURE_SAMPLING_PERCENTAGE"
 DEFAULT_CAPTURE_SAMPLING_PERCENTAGE = 100.0
 CAPTURE_FLUSH_SECONDS_VAR = "SCONES_CAPTURE_FLUSH_SECONDS"
 DEFAULT_CAPTURE_FLUSH_SECONDS = 1.0  # short, so a local user sees captured requests almost at once
+# The endpoint's production and shadow variants (local_model/variants.py), read at start and on SIGHUP;
+# unset or no such file: one variant, AllTraffic, serving the model directory.
+VARIANTS_FILE_VAR = "SCONES_VARIANTS_FILE"
 ENDPOINT_NAME_VAR = "SCONES_ENDPOINT_NAME"
 # The endpoint this server is, as on SageMaker: `/endpoints/{name}/invocations` answers this name only (others
 # get SageMaker's ValidationError, so a typo fails here, not after promotion), and it names the captures (also
@@ -86,6 +89,7 @@ class ServeSettings:
     torch_threads: int
     log_level: str
     capture: CaptureSettings
+    variants_file: Path | None = None
 
 
 def _first(environ: Mapping[str, str], names: tuple[str, ...], default: str) -> tuple[str, str]:
@@ -137,4 +141,5 @@ def read_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettin
         torch_threads=_number(env, (TORCH_THREADS_VAR,), DEFAULT_TORCH_THREADS, int, 1),
         log_level=_log_level(env),
         capture=capture,
+        variants_file=Path(env[VARIANTS_FILE_VAR].strip()) if env.get(VARIANTS_FILE_VAR, "").strip() else None,
     )

@@ -17,6 +17,7 @@ from cloud.defaults import (
     DEFAULT_STACK_NAME,
     DEFAULT_WORKDIR,
 )
+from cloud.guardrails import LOW_CONFIDENCE_RATE, Guardrails
 from scones.cli.common import (
     AsJson,
     EmulatorPort,
@@ -35,6 +36,7 @@ from scones.cli.common import (
     say_outputs,
     source_tree,
 )
+from scones.cli.rollout import deploy_version
 from scones.console.server import console_beside
 from scones.errors import (
     EXIT_FAILED,
@@ -119,6 +121,31 @@ def deploy(
         typer.Option("--allow-untested", help="--target aws: promote artifacts that differ from the emulator's"),
     ] = False,
     source_dir: SourceDir = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="while `scones up` runs: ship this model version (`scones models`) to its endpoint as a new "
+            "production variant, watched by the rollback alarms",
+            show_default=False,
+        ),
+    ] = None,
+    canary: Annotated[
+        float | None,
+        typer.Option(min=1, max=100, help="--model: the share of traffic (percent) it gets first [default: 100]"),
+    ] = None,
+    bake: Annotated[
+        float, typer.Option(min=0, help="--model: seconds the new variant is watched before the rest shifts")
+    ] = 30.0,
+    alarm_low_confidence_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="--model: roll back when more than this share of the new variant's answers is under the threshold "
+            "(the template's LowConfidenceAlarmRate)",
+        ),
+    ] = LOW_CONFIDENCE_RATE,
 ) -> None:
     """Deploy the model endpoint and the stack (S3 bucket, three Lambdas, state machine).
 
@@ -131,7 +158,22 @@ def deploy(
     With --target aws it promotes exactly those artifacts (cloud/promote.py): the serving image (built from
     local_model/Dockerfile) to ECR, the same model.tar.gz, and the same template with the SageMaker endpoint,
     refusing artifacts that differ from the recorded ones. Start with --dry-run.
+
+    With --model VERSION (while `scones up` runs) it ships a model version to the running endpoint as
+    SageMaker's deployment guardrails do: --canary PERCENT of the traffic to it, --bake SECONDS watching its
+    low-confidence rate, error rate and p99 latency (the template's alarms), then the rest, or a rollback by
+    itself (exit 1). Without --canary, all traffic at once, still watched.
     """
+    if model is not None:
+        if target is TargetKind.aws:
+            raise UsageProblemError(
+                "--model is rehearsed locally; on AWS the template's DeploymentConfig rolls a new model out "
+                "(docs/rollout.md)"
+            )
+        deploy_version(workdir, model, canary, bake, Guardrails(low_confidence_rate=alarm_low_confidence_rate))
+        return
+    if canary is not None:
+        raise UsageProblemError("--canary goes with --model VERSION")
     state = recorded_state(workdir, target)
     name = stack_name or (state.stack_name if state else None) or DEFAULT_STACK_NAME
     options = DeployOptions(

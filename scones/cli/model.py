@@ -1,8 +1,10 @@
-"""The commands that make and serve the model: `demo` (the whole pipeline), `stage`, `train`, `serve`."""
+"""The commands that make and serve the model: `demo` (the whole pipeline), `stage`, `train`, `serve`, `models`."""
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,7 @@ from cloud.defaults import (
     DEFAULT_WORKDIR,
 )
 from scones.cli.common import (
+    AsJson,
     Concurrency,
     DataDir,
     EmulatorPort,
@@ -30,6 +33,7 @@ from scones.cli.common import (
 )
 from scones.errors import (
     EXIT_FAILED,
+    UsageProblemError,
 )
 from scones.local.connection import configured_emulator
 from scones.local.environment import (
@@ -37,7 +41,7 @@ from scones.local.environment import (
     check_ports_free,
     stop_signals_interrupt,
 )
-from scones.pipeline import steps
+from scones.pipeline import registry, steps
 from scones.pipeline.demo import DemoOptions, run_demo
 from scones.pipeline.deployment import (
     DeployOptions,
@@ -147,6 +151,7 @@ def train(
     say(f"training: {steps.describe_recipe(quick, overrides)}; log {steps.training_log(workdir)}")
     model = steps.train_model(workdir, staged, overrides, quick=quick)
     say(f"model: {model.tarball} (sha256 {model.sha256[:16]}) in {model.metrics['train_seconds']:.0f} s")
+    say(f"registered as model version {model.sha256[: registry.SHORT_ID]} (`scones models` lists the versions)")
     say(steps.describe_trained(model, steps.require_model(workdir).model_dir))
 
 
@@ -165,3 +170,49 @@ def serve(
 
     paths = steps.require_model(workdir)
     sys.exit(server.main(["--model-dir", str(paths.model_dir), "--host", "127.0.0.1", "--port", str(port)]))
+
+
+@app.command(
+    short_help="The model versions kept in WORKDIR/models; set champion/challenger.",
+    epilog="\b\nExamples:\n"
+    "  scones models\n"
+    "  scones models --set challenger 3f2a9c01\n"
+    "  scones models --register elsewhere/model.tar.gz",
+)
+@reports_errors
+def models(
+    workdir: Workdir = DEFAULT_WORKDIR,
+    set_alias: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--set", metavar="ALIAS VERSION", help="point champion or challenger at VERSION (id prefix)"),
+    ] = None,
+    unset: Annotated[str | None, typer.Option(help="remove the alias champion or challenger")] = None,
+    register: Annotated[
+        Path | None, typer.Option(help="keep this model.tar.gz as a version (trained elsewhere)", show_default=False)
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the model versions (each model `train` made, or `deploy` deployed): id (sha256 of model.tar.gz),
+    aliases, validation accuracy, confidence threshold, hash of the training images. On AWS the same versions
+    are a SageMaker Model Package Group (docs/rollout.md)."""
+    if register is not None:
+        if not register.is_file():
+            raise UsageProblemError(f"--register: no file {register}")
+        version = registry.register_model(workdir, register, source="register")
+        say(f"registered {register} as model version {version.short_id}")
+    if set_alias is not None:
+        alias, name = set_alias
+        version = registry.set_alias(workdir, alias, name)
+        say(f"{alias} is now model version {version.short_id}")
+    if unset is not None:
+        registry.set_alias(workdir, unset, None)
+        say(f"no model is the {unset} now")
+    found = registry.read_registry(workdir)
+    if as_json:
+        say(json.dumps({"versions": {k: asdict(v) for k, v in found.versions.items()}, "aliases": found.aliases}))
+        return
+    if not found.versions:
+        say(f"no model versions in {registry.registry_dir(workdir)}: `scones train` registers each model it trains")
+        return
+    for line in registry.format_versions(found):
+        say(line)

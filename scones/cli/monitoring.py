@@ -15,7 +15,8 @@ from cloud.defaults import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_WORKDIR,
 )
-from local_model.capture_reader import CaptureReadProblems, read_captured_inferences
+from local_model.capture import SHADOW_VARIANT_PREFIX
+from local_model.capture_reader import ALL_VARIANTS, CaptureReadProblems, read_captured_inferences
 from scones.cli.common import (
     DRIFT_WINDOW,
     AsJson,
@@ -69,7 +70,7 @@ def captures(
     `scones monitor` draws the full report."""
     plot_path = plot or Path(workdir) / "reports" / "captures.png"
     read = read_captures(source, workdir, target, stack_name)
-    summary = summarize_captures(read.records, read.source)
+    summary = summarize_captures(read.production_records, read.source)
     threshold = read.threshold if threshold is None else threshold
     drawn = plot_captures(summary, threshold, plot_path) if summary.count else None
     losses = {"unreadable": read.problems.to_dict(), "dropped": read.dropped}
@@ -83,11 +84,16 @@ def captures(
 
 @dataclass
 class ReadCaptures:
-    records: list
+    records: list  # every variant's, shadow ones included (the monitoring report compares them)
     source: str
     threshold: float  # the stack's, else the default
     problems: CaptureReadProblems
     dropped: int | None  # what the session's running model server reports as dropped
+
+    @property
+    def production_records(self) -> list:
+        """What callers were answered: a shadow variant's records left out."""
+        return [r for r in self.records if not r.variant_name.startswith(SHADOW_VARIANT_PREFIX)]
 
 
 def read_captures(source: str | None, workdir: Path, target: TargetKind, stack_name: str | None) -> ReadCaptures:
@@ -97,13 +103,14 @@ def read_captures(source: str | None, workdir: Path, target: TargetKind, stack_n
     recorded = state.outputs if state else {}
     problems = CaptureReadProblems()
     if source and not source.startswith("s3://"):
-        records = list(read_captured_inferences(source, problems=problems))
+        records = list(read_captured_inferences(source, problems=problems, variants=ALL_VARIANTS))
     else:
         with connect(target, state) as connection:
             if source is None:
                 recorded = deployed_outputs(connection, stack_name, state)
                 source = f"s3://{recorded['ImageBucketName']}/{CAPTURE_PREFIX}"
-            records = list(read_captured_inferences(source, client=connection.aws.client("s3"), problems=problems))
+            client = connection.aws.client("s3")
+            records = list(read_captured_inferences(source, client=client, problems=problems, variants=ALL_VARIANTS))
     threshold = float(recorded.get("ConfidenceThreshold", DEFAULT_CONFIDENCE_THRESHOLD))
     return ReadCaptures(records, source, threshold, problems, model_server_dropped(state))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud.aws import AwsTarget
-from local_model.capture_reader import CaptureReadProblems, read_captured_inferences
+from local_model.capture_reader import ALL_VARIANTS, CaptureReadProblems, read_captured_inferences
 from scones.pipeline.deployment import CAPTURE_PREFIX
 
 DRIFT_WINDOW = 100  # as `scones monitor` (scones/cli/common.py)
@@ -36,7 +36,9 @@ class MonitoringReport:
         with self._lock:
             problems = CaptureReadProblems()
             client = self.aws.client("s3") if self.source.startswith("s3://") else None
-            records = list(read_captured_inferences(self.source, client=client, problems=problems))
+            records = list(
+                read_captured_inferences(self.source, client=client, problems=problems, variants=ALL_VARIANTS)
+            )
             data = collect(records, self.source, self.threshold, problems)
             data.drift = drift_section(data, self.baseline, DRIFT_WINDOW)
             write_report(data, self.folder)

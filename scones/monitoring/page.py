@@ -19,7 +19,9 @@ from datetime import datetime
 from pathlib import Path
 
 from lambdas.contract import CLASSES, predicted_class
+from local_model.capture import SHADOW_VARIANT_PREFIX
 from local_model.capture_reader import CapturedInference, CaptureReadProblems
+from scones.monitoring.compare import compare_records
 from scones.monitoring.report import save_figure
 
 LOWEST_SHOWN = 16  # images in the lowest-confidence grid
@@ -47,6 +49,7 @@ class MonitorData:
     drift: dict | None = None  # {"overall": DriftReport.to_dict(), "windows": [...]} or {"unavailable": why}
     dropped: int | None = None  # captures the running model server reports as dropped (None: not known)
     pictures: dict[str, str] = field(default_factory=dict)  # name -> file name beside index.html
+    comparison: dict | None = None  # champion against a shadow challenger (compare.py), when one answered
 
     @property
     def rejected(self) -> list[Scored]:
@@ -73,6 +76,7 @@ class MonitorData:
             "dropped": self.dropped,
             "drift": self.drift,
             "pictures": self.pictures,
+            "comparison": self.comparison,
         }
 
 
@@ -86,8 +90,13 @@ def parse_time(text: str) -> datetime | None:
 def collect(
     records: Iterable[CapturedInference], destination: str, threshold: float, problems: CaptureReadProblems
 ) -> MonitorData:
+    """The production variants' records scored over time; a shadow variant's, if any, only compared with them."""
+    records = list(records)
+    comparison = compare_records(records, threshold)
     scored, unscored = [], 0
     for record in records:
+        if record.variant_name.startswith(SHADOW_VARIANT_PREFIX):  # never returned to a caller
+            continue
         label, when = predicted_class(record.output), parse_time(record.inference_time)
         if label is None or when is None:
             unscored += 1
@@ -95,7 +104,9 @@ def collect(
         top = float(max(record.output))
         scored.append(Scored(when, top, label, record.input_body, record.input_content_type, record.source))
     scored.sort(key=lambda s: s.when)
-    return MonitorData(destination, threshold, scored, unscored, problems)
+    data = MonitorData(destination, threshold, scored, unscored, problems)
+    data.comparison = comparison.to_dict() if comparison is not None else None
+    return data
 
 
 def drift_section(data: MonitorData, baseline_source: Path | str | None, window_size: int) -> dict:
@@ -290,6 +301,16 @@ img { max-width: 100%; border: 1px solid #eee; }
 <td class="{{ 'drifted' if w.report.drifted else '' }}">
 {{ "drift" if w.report.drifted else ("too few" if not w.report.enough_data else "ok") }}</td></tr>
 {% endfor %}</table>{% endif %}
+{% if s.comparison %}{% set c = s.comparison %}<h2>Champion against challenger</h2>
+<p id="comparison">{{ c.pairs }} requests answered by both the production variants and the shadow; they chose
+the same class for {{ "%.1f" % (100 * c.agreement) }}%.</p>
+<table><tr><th>variant</th><th>answers</th><th>mean top score</th><th>low confidence</th></tr>
+{% for v in [c.production, c.shadow] %}<tr><td>{{ v.name }}</td><td>{{ v.answers }}</td>
+<td>{{ "%.3f" % v.mean_top_score }}</td><td>{{ "%.0f" % (100 * v.low_confidence_rate) }}%</td></tr>
+{% endfor %}</table>
+{% if c.drift %}<p id="comparison-drift" class="{{ 'drifted' if c.drift.differ else '' }}">
+{{ c.drift.reason }}</p>{% endif %}
+{% endif %}
 {% for name, title in pictures %}<h2>{{ title }}</h2>
 <img src="{{ name }}" alt="{{ title }}">
 {% endfor %}
@@ -351,5 +372,12 @@ def format_monitor(data: MonitorData, page: Path) -> str:
         lines.append(f"  drift         {drift['unavailable']}")
     elif drift:
         lines.append(f"  drift         {drift['overall']['reason']}")
+    if s["comparison"]:
+        c = s["comparison"]
+        lines.append(
+            f"  challenger    {c['shadow']['name']}: agrees on {c['agreement']:.1%} of {c['pairs']} requests, "
+            f"low confidence {c['shadow']['low_confidence_rate']:.0%} (champion "
+            f"{c['production']['low_confidence_rate']:.0%})"
+        )
     lines.append(f"  report        {page}")
     return "\n".join(lines)

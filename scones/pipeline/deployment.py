@@ -25,11 +25,13 @@ from cloud.manifest import MANIFEST_NAME
 from cloud.plan import PromotionConfig, format_plan, plan_promotion
 from cloud.promote import promote, teardown_promotion
 from local_model.artifact import META_FILE
+from local_model.settings import VARIANTS_FILE_VAR
 from scones.errors import StepFailedError
 from scones.local.connection import Connection
 from scones.local.model_server import ModelServer, reload_served_model
 from scones.local.state_file import SessionState
 from scones.local.supervisor import free_port
+from scones.pipeline import registry, rollout
 from scones.pipeline.steps import ModelPaths, model_paths, sha256_of
 
 CAPTURE_PREFIX = "data-capture"  # where SageMaker captures on AWS too (template: DataCaptureConfig)
@@ -142,16 +144,24 @@ def deploy_to_emulator(
         progress(f"the model server runs {options.model_image} ({image_id}): recorded with the artifacts")
     target = connection.aws.reporting_to(progress)
     outputs = deploy_stack(config, target, manifest_path=manifest_path(workdir), model_image_id=image_id)
+    if has_tarball:  # what serves is the champion (scones/pipeline/registry.py)
+        version = registry.register_model(workdir, model.tarball, source="deploy")
+        registry.set_alias(workdir, "champion", version.id)
+        progress(f"model version {version.short_id} is the champion")
     if options.model_url:
         return Deployment(outputs, None, url, None, threshold)
     destination = capture_destination(outputs)
+    # A fresh endpoint: one AllTraffic variant; `scones deploy --model/--canary` and `scones shadow` add others.
+    variants_file = rollout.variants_path(workdir)
+    variants_file.unlink(missing_ok=True)
     server = ModelServer(
         model.model_dir,
         port=int(url.rsplit(":", 1)[1]),
         capture_destination=destination,
         endpoint_name=options.endpoint_name,
         log_path=Path(workdir) / "logs" / "model-server.log",
-        env=connection.child_environment(),  # its captures go to the emulator's bucket
+        # its captures go to the emulator's bucket
+        env={**connection.child_environment(), VARIANTS_FILE_VAR: str(variants_file)},
     )
     progress(f"starting the model server on {url} (log {server.log_path}); captures go to {destination}")
     server.start()
@@ -178,7 +188,13 @@ def redeploy_into_session(
         connection, replace(options, model_url=session.model_server_url), model, workdir, progress
     )
     sha256 = sha256_of(model.tarball)
-    if sha256 != session.model_sha256:
+    variants_file = rollout.variants_path(workdir)
+    if variants_file.exists():  # a deploy serves the trained model alone, as AllTraffic: variants go
+        variants_file.unlink()
+        progress("the endpoint's variants (canary, shadow) are removed: the model serves all traffic as AllTraffic")
+        version = reload_served_model(session.model_server_url, session.model_server_pid)
+        progress(f"the model server serves it (model version {version}); same process, same URL")
+    elif sha256 != session.model_sha256:
         progress(f"the model changed (sha256 {sha256[:12]}): {session.model_server_url} reloads it in place")
         version = reload_served_model(session.model_server_url, session.model_server_pid)
         progress(f"the model server serves it (model version {version}); same process, same URL")

@@ -19,6 +19,7 @@ import numpy as np
 
 from local_model import artifact, data
 from scones.errors import DataDirError, NothingStagedError, NoTrainedModelError, StepFailedError, UsageProblemError
+from scones.pipeline import registry
 
 HOLDOUT_FRACTION = 0.2  # of an image folder without a test split, held out from training for evaluation
 HOLDOUT_SEED = 20261125
@@ -250,7 +251,11 @@ def train_model(workdir: Path, staged: StagedData, overrides: dict, quick: bool 
     except data.DataError as e:
         raise StepError(str(e)) from e
     artifact.pack_model_tar(paths.model_dir, paths.tarball)
-    return TrainedModel(paths.tarball, sha256_of(paths.tarball), metrics)
+    # Every trained model is kept as a version (scones/pipeline/registry.py), with the hash of its images.
+    version = registry.register_model(
+        workdir, paths.tarball, source="train", data_sha256=registry.data_hash(staged.train_dir)
+    )
+    return TrainedModel(paths.tarball, version.id, metrics)
 
 
 def describe_trained(model: TrainedModel, model_dir: Path) -> str:

@@ -267,7 +267,11 @@ def format_ledger(ledger: Ledger, problems: list[str]) -> str:
             f"{a.server_errors} 5xx"
         )
     if ledger.captures is not None:
-        lines.append(f"  captures      {len(ledger.captures)} records written during the batch")
+        by_variant = dict(sorted(Counter(r.variant_name for r in ledger.captures).items()))
+        lines.append(
+            f"  captures      {len(ledger.captures)} records written during the batch, by production variant: "
+            f"{by_variant}"
+        )
     for item, reason in ledger.not_checked.items():
         lines.append(f"  not checked   {item}: {reason}")
     lines.append("  balance       " + ("OK: nothing lost" if not problems else f"{len(problems)} PROBLEMS"))

@@ -24,7 +24,7 @@ from cloud.deploy import DeployConfig, deploy_stack, teardown_stack
 from cloud.stack import stack_status
 from lambdas.classify_image import invoke_endpoint
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
-from local_model.settings import DEFAULT_ENDPOINT_NAME
+from local_model.settings import DEFAULT_ENDPOINT_NAME, VARIANTS_FILE_VAR
 from local_model.train import train_from_folder
 from scones.local.emulator import emulator_endpoint
 from scones.local.model_server import ModelServer
@@ -114,6 +114,8 @@ class RunningModelServer:
     lambda_url: str  # where the Lambdas reach it
     log_path: Path | None = None  # its access log; None when the server is external (not readable from here)
     capture_destination: str | None = None  # the folder it captures into; None when external
+    pid: int | None = None  # the process, for reloads (SIGHUP); None when external
+    variants_file: Path | None = None  # the variants it reads on SIGHUP (local_model/variants.py); None: external
 
 
 @pytest.fixture(scope="package")
@@ -124,11 +126,16 @@ def model_server(request, tmp_path_factory) -> RunningModelServer:
     model_dir = request.getfixturevalue("model_dir")
     files = tmp_path_factory.mktemp("model-server")
     captures = str(files / "captures")
+    variants_file = files / "variants.json"  # absent: one AllTraffic variant (tests/integration/test_rollout.py)
     server = ModelServer(
-        model_dir, log_path=files / "server.log", capture_destination=captures, endpoint_name=ENDPOINT_NAME
+        model_dir,
+        log_path=files / "server.log",
+        capture_destination=captures,
+        endpoint_name=ENDPOINT_NAME,
+        env={VARIANTS_FILE_VAR: str(variants_file)},
     )
     with server:
-        yield RunningModelServer(server.url, server.url, server.log_path, captures)
+        yield RunningModelServer(server.url, server.url, server.log_path, captures, server.pid, variants_file)
 
 
 @pytest.fixture(scope="package")

@@ -155,9 +155,11 @@ def test_bucket_is_encrypted_and_private():
 def test_sagemaker_resources_exist_only_behind_the_condition():
     conditional = {k for k, r in RESOURCES.items() if r.get("Condition") == "ModelEndpointWanted"}
     sagemaker = {k for k, r in RESOURCES.items() if r["Type"].startswith("AWS::SageMaker::")}
-    assert sagemaker == {"Model", "EndpointConfig", "Endpoint"}
+    assert sagemaker == {"Model", "EndpointConfig", "Endpoint", "ChallengerModel"}
     autoscaling = {"EndpointScalableTarget", "EndpointScalingPolicy"}  # tests/unit/cloud/test_template_autoscaling.py
-    assert conditional == sagemaker | autoscaling | {"ModelExecutionRole"}
+    alarms = {"ModelErrorRateAlarm", "ModelLatencyAlarm"}  # tests/unit/cloud/test_template_rollout.py
+    assert conditional == (sagemaker - {"ChallengerModel"}) | autoscaling | alarms | {"ModelExecutionRole"}
+    assert RESOURCES["ChallengerModel"]["Condition"] == "ChallengerWanted"
     capture = RESOURCES["EndpointConfig"]["Properties"]["DataCaptureConfig"]
     assert capture["EnableCapture"] is True
 

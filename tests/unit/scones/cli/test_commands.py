@@ -39,6 +39,9 @@ COMMANDS = (
     "monitor",
     "teardown",
     "serve",
+    "models",
+    "shadow",
+    "compare",
 )
 
 
