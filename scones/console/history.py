@@ -11,6 +11,7 @@ from datetime import datetime
 
 from lambdas.contract import LOW_CONFIDENCE_ERROR, Outcome, error_message, error_name
 from scones.console.graph import END, START, LaidOutGraph
+from scones.workflow.execution import event_details, parse_json
 
 TRUNCATE_CHARS = 160  # a string longer than this (an image's base64) is shown cut, with its length
 
@@ -70,15 +71,6 @@ class ExecutionPath:
     item_counts: dict[str, int] = field(default_factory=dict)  # a Map's item processor: items per end state
 
 
-def parse_json(text: str | None) -> object:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return text
-
-
 def truncated(value: object) -> object:
     if isinstance(value, str) and len(value) > TRUNCATE_CHARS:
         return f"{value[:TRUNCATE_CHARS]}... ({len(value)} characters)"
@@ -95,13 +87,6 @@ def shown_json(value: object) -> str | None:
     return json.dumps(truncated(value), indent=2, ensure_ascii=False, sort_keys=False)
 
 
-def _details(event: dict) -> dict:
-    for key, value in event.items():
-        if key.endswith("EventDetails") and isinstance(value, dict):
-            return value
-    return {}
-
-
 def read_history(events: list[dict], execution_status: str, graph: LaidOutGraph) -> ExecutionPath:
     """The states the execution entered (top-level states: a Distributed Map's items run as executions of
     their own), in order, with their status, and the transitions taken."""
@@ -110,7 +95,7 @@ def read_history(events: list[dict], execution_status: str, graph: LaidOutGraph)
     open_states: list[str] = []
     top_level = {n.id for n in graph.states if n.parent is None}
     for event in events:
-        kind, details = event["type"], _details(event)
+        kind, details = event["type"], event_details(event)
         if kind.endswith("StateEntered") and details.get("name") in top_level:
             name = details["name"]
             run = runs[name] = StateRun(name, entered=event["timestamp"], input=parse_json(details.get("input")))

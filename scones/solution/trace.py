@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from scones.solution.definition import PathFailure, apply_result_path, check_selections, find_state, query_language
 from scones.solution.traps import explain_failure, explain_input, explain_output
+from scones.workflow.execution import event_details, parse_json
 
 LONG_STRING_CHARS = 1000  # longer strings are shown cut, with their length (error messages are kept whole)
 SHOWN_JSON_CHARS = 1500  # one input or output line at most
@@ -47,19 +48,6 @@ class Trace:
         return self.status == "SUCCEEDED" and self.aws_failure is None
 
 
-def _parse(text: str | None) -> object:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return text
-
-
-def _details(event: dict) -> dict:
-    return next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
-
-
 def read_trace(
     execution_arn: str, status: str, error: str | None, cause: str | None, events: list[dict], definition: dict
 ) -> Trace:
@@ -67,18 +55,19 @@ def read_trace(
     steps: list[StateStep] = []
     open_steps: list[StateStep] = []
     for event in events:
-        kind, details = event["type"], _details(event)
+        kind, details = event["type"], event_details(event)
         if kind.endswith("StateEntered"):
-            step = StateStep(details.get("name", "?"), kind.removesuffix("StateEntered"), _parse(details.get("input")))
+            entered = parse_json(details.get("input"))
+            step = StateStep(details.get("name", "?"), kind.removesuffix("StateEntered"), entered)
             steps.append(step)
             open_steps.append(step)
         elif kind.endswith("StateExited"):
             step = next((s for s in reversed(open_steps) if s.name == details.get("name")), None)
             if step is not None:
-                step.output, step.exited = _parse(details.get("output")), True
+                step.output, step.exited = parse_json(details.get("output")), True
                 open_steps.remove(step)
         elif kind in ("TaskSucceeded", "LambdaFunctionSucceeded") and open_steps:
-            open_steps[-1].result = _parse(details.get("output"))
+            open_steps[-1].result = parse_json(details.get("output"))
         elif kind.endswith("Failed") and not kind.startswith("Execution") and "error" in details and open_steps:
             open_steps[-1].errors.append((details.get("error"), details.get("cause")))
     for step in steps:
@@ -102,7 +91,7 @@ def elided(value: object) -> object:
     if isinstance(value, list):
         return [elided(v) for v in value]
     if isinstance(value, str) and value[:1] in "{[" and len(value) > 2:
-        parsed = _parse(value)
+        parsed = parse_json(value)
         if isinstance(parsed, dict | list):
             return json.dumps(elided(parsed))
     if isinstance(value, str) and len(value) > LONG_STRING_CHARS:
@@ -116,7 +105,7 @@ def shown(value: object) -> str:
 
 
 def error_text(error: str | None, cause: str | None) -> str:
-    payload = _parse(cause)
+    payload = parse_json(cause)
     if isinstance(payload, dict) and "errorMessage" in payload:
         kind = payload.get("errorType") or error
         return f"{error}: {kind}: {payload['errorMessage']}" if kind != error else f"{error}: {payload['errorMessage']}"

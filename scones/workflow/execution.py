@@ -260,6 +260,22 @@ class TriggeredExecutions:
             ) from None
 
 
+def parse_json(text: str | None) -> object:
+    """A history event's JSON text (a state's input or output, an error's cause) as a value; text that is not
+    JSON as it is; None as None."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def event_details(event: dict) -> dict:
+    """A history event's `...EventDetails` object (each event type names its own), or {}."""
+    return next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
+
+
 def _bucket_and_key(sfn, execution_arn: str) -> tuple[str | None, str | None]:
     try:
         event = json.loads(sfn.describe_execution(executionArn=execution_arn).get("input") or "null")
