@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -80,3 +81,27 @@ def run_on(image: bytes, outputs: dict[str, str], aws: AwsTarget | None = None) 
     key = upload_image(aws.client("s3"), outputs["ImageBucketName"], image)
     event = {"s3_bucket": outputs["ImageBucketName"], "s3_key": key}
     return run_workflow(event, outputs, aws, timeout_s=EXECUTION_TIMEOUT_S)
+
+
+class Traffic:
+    """Executions on one image, one after another on a thread, until stopped: what users see meanwhile."""
+
+    def __init__(self, image: bytes, outputs: dict[str, str]):
+        self.results, self.errors = [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(image, outputs), daemon=True)
+
+    def _run(self, image, outputs):
+        while not self._stop.is_set():
+            try:
+                self.results.append(run_on(image, outputs))
+            except Exception as e:  # reported by the test, which must see every failure
+                self.errors.append(repr(e))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=180)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import urllib.request
 
 import psutil
@@ -19,7 +18,16 @@ from scones.local.state_file import read_state
 from scones.pipeline import steps
 
 from .conftest import NEEDS_UP_ON_THE_HOST
-from .dev_loop import copy_sources, edit, run_on, scones, start_up_on_suite_emulator, stop_up, workdir_with_model
+from .dev_loop import (
+    Traffic,
+    copy_sources,
+    edit,
+    run_on,
+    scones,
+    start_up_on_suite_emulator,
+    stop_up,
+    workdir_with_model,
+)
 
 pytestmark = [pytest.mark.integration, NEEDS_UP_ON_THE_HOST]
 
@@ -37,30 +45,6 @@ def model_servers_of(pid: int) -> list[psutil.Process]:
 def served(url: str) -> dict:
     with urllib.request.urlopen(f"{url}/ping", timeout=10) as response:
         return json.loads(response.read())
-
-
-class Traffic:
-    """Executions on one image, one after another on a thread, until stopped: what users see meanwhile."""
-
-    def __init__(self, image: bytes, outputs: dict[str, str]):
-        self.results, self.errors = [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(image, outputs), daemon=True)
-
-    def _run(self, image, outputs):
-        while not self._stop.is_set():
-            try:
-                self.results.append(run_on(image, outputs))
-            except Exception as e:  # reported by the test, which must see every failure
-                self.errors.append(repr(e))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=180)
 
 
 def test_deploy_while_up_runs_updates_its_stack_and_keeps_its_model_server(

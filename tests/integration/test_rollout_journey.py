@@ -7,7 +7,6 @@ through tests/localstack/run.py)."""
 from __future__ import annotations
 
 import re
-import threading
 
 import pytest
 
@@ -18,35 +17,11 @@ from scones.pipeline import rollout
 from tests.helpers.model_variants import make_same_answers_copy, make_unsure_model
 
 from .conftest import NEEDS_UP_ON_THE_HOST
-from .dev_loop import copy_sources, run_on, scones, start_up_on_suite_emulator, stop_up, workdir_with_model
+from .dev_loop import Traffic, copy_sources, run_on, scones, start_up_on_suite_emulator, stop_up, workdir_with_model
 
 pytestmark = [pytest.mark.integration, NEEDS_UP_ON_THE_HOST]
 
 ALARM_RATE = "0.7"  # the suite's quick model rejects about half at 0.93 (tests/integration/test_rollout.py)
-
-
-class Traffic:
-    """Executions on one image, one after another on a thread, until stopped."""
-
-    def __init__(self, image: bytes, outputs: dict[str, str]):
-        self.results, self.errors = [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(image, outputs), daemon=True)
-
-    def _run(self, image, outputs):
-        while not self._stop.is_set():
-            try:
-                self.results.append(run_on(image, outputs))
-            except Exception as e:  # reported by the test, which must see every failure
-                self.errors.append(repr(e))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=180)
 
 
 def registered(workdir, tarball) -> str:
