@@ -16,8 +16,10 @@ training part and the saved model scores the held-out part. Then, pooled over ev
     python benchmarks/threshold_choice.py --data-dir ../shared/data/cifar100-bikes/train \
         --from-scores reports/threshold-scores   # the pooled numbers again, no training
 
---save-scores DIR keeps each fold's held-out probabilities, logits and labels (fold-K.npz), and the scores the
-model chose its threshold on, for what-ifs; --from-scores DIR recomputes the cross-fitted numbers from them.
+--save-scores DIR keeps each fold's held-out probabilities, logits and labels (fold-K.npz), the scores the
+model chose its threshold on and the model itself (fold-K-model/), for what-ifs; --from-scores DIR recomputes the
+cross-fitted numbers from them. --from-scores given twice, with runs of other seeds (--set seed=2 after the
+default seed=0, for two-network ensembles), judges the ensemble of all their networks, as if trained together.
 --write-recipe-calibration FILE writes the threshold chosen on all folds' held-out scores and their drift
 baseline, which training then uses for exactly these hyperparameters.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -66,6 +69,9 @@ def run_fold(data, train_idx, test_idx, hp: Hyperparameters, save_dir: Path | No
         metrics = train_model(train, Path(model_dir), hp, held_out_scores=held_out)
         wall = time.perf_counter() - start
         classifier = load_model_dir(Path(model_dir))
+        if save_dir:  # the fold's model too, for what-ifs that need the networks (test-time views, subsets)
+            save_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(model_dir, save_dir / f"fold-{fold_no[0] + 1}-model", dirs_exist_ok=True)
     probs = classifier.predict_proba(test.images)
     chosen = classifier.meta.confidence_threshold
     fold_no[0] += 1
@@ -171,21 +177,32 @@ def write_recipe_calibration(path: Path, hp: Hyperparameters, folds, nested_pool
     return calibration
 
 
-def load_scores(folder: Path, networks: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each saved fold's (probabilities, labels); with `networks`, the probabilities of the first that many
-    networks of the ensemble only (from the saved logits: networks x views, images, classes)."""
-    files = sorted(folder.glob("fold-*.npz"), key=lambda f: int(f.stem.split("-")[1]))
-    if not files:
-        raise SystemExit(f"no fold-K.npz in {folder}")
+def load_scores(folders: list[Path], networks: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each saved fold's (probabilities, labels). Several folders (runs of the same folds with other seeds) make
+    one larger ensemble: their saved logits (networks x views, images, classes) are put together. With `networks`,
+    the first that many networks only."""
+    runs = []
+    for folder in folders:
+        files = sorted(folder.glob("fold-*.npz"), key=lambda f: int(f.stem.split("-")[1]))
+        if not files:
+            raise SystemExit(f"no fold-K.npz in {folder}")
+        runs.append([np.load(f) for f in files])
+    if len({len(run) for run in runs}) > 1:
+        raise SystemExit(f"the folders hold different numbers of folds: {[len(run) for run in runs]}")
     folds = []
-    for f in files:
-        saved = np.load(f)
-        probs = saved["probs"]
-        if networks:
-            views = int(saved["views"]) if "views" in saved else 2  # flip TTA, the default
-            logits = torch.as_tensor(saved["logits"][: networks * views])
-            probs = probabilities(logits).numpy()
-        folds.append((probs, saved["labels"]))
+    for saved in zip(*runs, strict=True):
+        labels = saved[0]["labels"]
+        if any(not np.array_equal(s["labels"], labels) for s in saved):
+            raise SystemExit("the folders' folds hold different images: not runs of the same folds")
+        if networks or len(saved) > 1:
+            views = {int(s["views"]) if "views" in s else 2 for s in saved}  # flip TTA, the default
+            if len(views) > 1:
+                raise SystemExit(f"the folders' models used different test-time views: {sorted(views)}")
+            logits = np.concatenate([s["logits"] for s in saved])[: networks * views.pop() if networks else None]
+            probs = probabilities(torch.as_tensor(logits)).numpy()
+        else:
+            probs = saved[0]["probs"]
+        folds.append((probs, labels))
     return folds
 
 
@@ -193,7 +210,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_fold_arguments(parser)
     parser.add_argument("--save-scores", type=Path, metavar="DIR", help="write each fold's held-out scores here")
-    parser.add_argument("--from-scores", type=Path, metavar="DIR", help="no training: read --save-scores' files")
+    parser.add_argument(
+        "--from-scores",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="no training: read --save-scores' files; given again, runs with other seeds join into one ensemble",
+    )
     parser.add_argument("--networks", type=int, default=0, help="with --from-scores: use the first N networks only")
     parser.add_argument(
         "--write-recipe-calibration",
@@ -206,7 +229,7 @@ def main() -> int:
     target = hp.routed_precision_target
     if args.from_scores:
         folds = load_scores(args.from_scores, args.networks)
-        summary = {"hyperparameters": vars(hp), "folds": len(folds), "from_scores": str(args.from_scores)}
+        summary = {"hyperparameters": vars(hp), "folds": len(folds), "from_scores": [str(f) for f in args.from_scores]}
     else:
         fold_no = [0]
         results = run_folds(

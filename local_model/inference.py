@@ -125,6 +125,7 @@ def _load(model_dir: Path, source: Path) -> Classifier:
             f"this server answers {list(CLASSES)} at {IMAGE_SIZE} px"
         )
     classifier.networks = [fold_batchnorm(net) for net in classifier.networks]
+    classifier.fuse()  # the members as one network of grouped layers: one pass per request (local_model/fused.py)
     logger.info("loaded %d-member %s from %s", len(classifier.networks), classifier.meta.architecture, source)
     return classifier
 
