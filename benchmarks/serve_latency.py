@@ -31,9 +31,10 @@ from scones.local.model_server import ModelServer
 from scones.monitoring.report import percentile
 
 
-def build_untrained_model(model_dir: Path, width: int = 16, networks: int = 1) -> Path:
+def build_untrained_model(model_dir: Path, width: int = 16, networks: int = 1, tta_shift_px: int = 0) -> Path:
     torch.manual_seed(0)
-    save_model_dir(model_dir, [ResNet9(width=width) for _ in range(networks)], ModelMeta(width=width))
+    meta = ModelMeta(width=width, tta_shift_px=tta_shift_px)
+    save_model_dir(model_dir, [ResNet9(width=width) for _ in range(networks)], meta)
     return model_dir
 
 
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, help="model directory or model.tar.gz; default: untrained width 16")
     parser.add_argument("--networks", type=int, default=2, help="untrained model: ensemble members (the recipe's 2)")
+    parser.add_argument("--width", type=int, default=16, help="untrained model: the networks' width")
+    parser.add_argument("--tta-shift-px", type=int, default=0, help="untrained model: shifted test-time views")
     parser.add_argument("--requests", type=int, default=500, help="timed single-image requests per path")
     parser.add_argument("--warmup", type=int, default=50, help="untimed requests first")
     parser.add_argument("--batch-sizes", default="1,32,256", help="comma-separated predict_fn batch sizes")
@@ -96,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     bodies = [png_bytes(rng) for _ in range(64)]
     with tempfile.TemporaryDirectory() as scratch:
-        model_dir = args.model_dir or build_untrained_model(Path(scratch) / "model", networks=args.networks)
+        model_dir = args.model_dir or build_untrained_model(
+            Path(scratch) / "model", args.width, args.networks, args.tta_shift_px
+        )
         env = {"SCONES_LOG_LEVEL": "warning"}
         rows = []
         extra_args = [] if args.access_log else ["--no-access-log"]
@@ -108,13 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         model = inference.model_fn(model_dir)
         torch.set_num_threads(1)
         single = [inference.input_fn(body, "image/png") for body in bodies]
-        timings = []
-        for i in range(args.warmup + args.requests):
-            start = time.perf_counter()
-            inference.predict_fn(single[i % len(single)], model)
-            if i >= args.warmup:
-                timings.append(time.perf_counter() - start)
-        rows.append(("predict_fn in process, 1 image, 1 thread", percentiles_ms(timings)))
+        fused = model._fused
+        for name, runner in (("fused, as served", fused), ("members one by one", None)):
+            model._fused = runner  # the served path runs the members as one (local_model/fused.py)
+            timings = []
+            for i in range(args.warmup + args.requests):
+                start = time.perf_counter()
+                inference.predict_fn(single[i % len(single)], model)
+                if i >= args.warmup:
+                    timings.append(time.perf_counter() - start)
+            rows.append((f"predict_fn, 1 image, 1 thread, {name}", percentiles_ms(timings)))
+        model._fused = fused
 
         throughput = []
         for threads in map(int, args.batch_threads.split(",")):
@@ -122,14 +131,16 @@ def main(argv: list[str] | None = None) -> int:
             for size in map(int, args.batch_sizes.split(",")):
                 throughput.append((threads, size, measure_batch(model, size, args.batch_seconds, rng)))
 
-    model_name = args.model_dir or f"untrained ResNet9 width 16, {args.networks} network(s)"
+    model_name = args.model_dir or (
+        f"untrained ResNet9 width {args.width}, {args.networks} network(s), {model.view_count()} test-time views"
+    )
     print(f"\nmodel: {model_name}; {args.requests} timed requests after {args.warmup} warm-up")
     # Other work on the machine shows up directly in the tail latencies: say how busy it was.
     print(f"1-min load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs")
     print(f"{'single-image latency':<48} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
     for name, stats in rows:
         print(f"{name:<48} {stats['p50']:>8.2f} {stats['p90']:>8.2f} {stats['p99']:>8.2f}")
-    print(f"\n{'batch throughput (predict_fn, flip TTA)':<48} {'threads':>8} {'images/s':>8}")
+    print(f"\n{'batch throughput (predict_fn, as served)':<48} {'threads':>8} {'images/s':>8}")
     for threads, size, rate in throughput:
         print(f"{'batch of ' + str(size):<48} {threads:>8} {rate:>8.0f}")
     summary = {

@@ -83,7 +83,7 @@ def run_fold(data, train_idx, test_idx, hp: Hyperparameters, save_dir: Path | No
             probs=probs,
             logits=logits,
             labels=test.labels,
-            views=2 if classifier.meta.flip_tta else 1,
+            views=classifier.view_count(),
             held_out_logits=held_out.get("logits", np.empty(0)),  # the scores the threshold was chosen on
             held_out_labels=held_out.get("labels", np.empty(0)),
             threshold=np.nan if chosen.get("value") is None else chosen["value"],

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from local_model.artifact import (  # noqa: F401 (pack/unpack: still importable from here)
     CLASSES,
@@ -46,6 +47,9 @@ class ModelMeta:
     mean: list[float] = field(default_factory=lambda: list(CIFAR100_MEAN))
     std: list[float] = field(default_factory=lambda: list(CIFAR100_STD))
     flip_tta: bool = True
+    # Test-time shifts: each view (the image, its flip) is also scored moved by this many pixels diagonally in
+    # the four directions (reflect-padded, as training's crops), 5x the views; 0 = none.
+    tta_shift_px: int = 0
     # Logits are divided by this before the softmax (temperature scaling, fitted on the validation split by
     # training); a model.json written before it existed has none and means 1.0.
     temperature: float = 1.0
@@ -93,13 +97,27 @@ class Classifier:
     def logits(self, images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Raw logits of every member and view, shape (members * views, N, num_classes), uncalibrated."""
         x = self.normalize(images_uint8)
-        n_views = 2 if self.meta.flip_tta else 1
-        # Both flips go through each network as one batch: for a single served image that is ~20%
-        # faster than two forward passes (eval-mode BatchNorm makes the results identical).
-        views = torch.cat([x, x.flip(3)]) if self.meta.flip_tta else x
+        # Every view goes through each network as one batch: for a single served image that is ~20%
+        # faster than a forward pass per view (eval-mode BatchNorm makes the results identical).
+        views = self.views(x)
+        n_views = len(views) // x.shape[0]
         if self._fused is not None:  # (members, views * N, C), member-major like the loop below
             return self._fused(views).float().reshape(len(self.networks) * n_views, x.shape[0], -1)
         return torch.cat([net(views).float().view(n_views, x.shape[0], -1) for net in self.networks])
+
+    def views(self, x: torch.Tensor) -> torch.Tensor:
+        """The test-time views of a normalized NCHW batch, view-major: (views * N, C, H, W)."""
+        views = [x, x.flip(3)] if self.meta.flip_tta else [x]
+        s = self.meta.tta_shift_px
+        if s:
+            h, w = x.shape[2:]
+            padded = [F.pad(v, (s, s, s, s), mode="reflect") for v in views]
+            views += [p[:, :, dy : dy + h, dx : dx + w] for p in padded for dy in (0, 2 * s) for dx in (0, 2 * s)]
+        return torch.cat(views)
+
+    def view_count(self) -> int:
+        """How many views of each image are scored by each member."""
+        return (2 if self.meta.flip_tta else 1) * (5 if self.meta.tta_shift_px else 1)
 
     def predict_proba(self, images_uint8: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class probabilities, shape (N, num_classes): softmax(logits / temperature) averaged over members

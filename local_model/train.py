@@ -64,10 +64,14 @@ class Hyperparameters:
     autoaugment: bool = True  # AutoAugment's CIFAR-10 policy per image (local_model/augment.py, Pillow)
     cutout_px: int = 8  # side of the square zeroed at a random place (0 = off)
     crop_pad_px: int = 4  # reflect padding before the random 32x32 crop
+    # CutMix (Yun et al. 2019): the share of batches in which each image gets a box of another image's pixels
+    # (area ~ U(0, 1)) and the loss weighs both labels by their areas; 0 = off.
+    cutmix: float = 0.0
     # Held out (when there is no validation channel) to choose the threshold and the drift baseline on; 0 = none,
     # and then the recipe's cross-fitted ones apply when these are the recipe's hyperparameters (local_model/recipe.py)
     # or the workflow's default threshold.
     val_fraction: float = 0.0
+    tta_shift_px: int = 0  # test-time shifted views as well as the flip (ModelMeta.tta_shift_px); 0 = flip only
     bf16: bool = True  # bfloat16 autocast on CPU (AVX-512 BF16 makes it ~2x faster)
     # The routing threshold is the lowest top-class probability at which the routed held-out images reach this
     # precision (local_model/threshold.py); too few held-out images or none reaching it: the default.
@@ -102,6 +106,10 @@ class Hyperparameters:
             raise HyperparameterError(f"routed_precision_target={hp.routed_precision_target} is not in (0, 1]")
         if hp.cross_fit_folds < 1:
             raise HyperparameterError(f"cross_fit_folds={hp.cross_fit_folds} is not >= 1")
+        if not 0.0 <= hp.cutmix <= 1.0:
+            raise HyperparameterError(f"cutmix={hp.cutmix} is not in 0..1")
+        if not 0 <= hp.tta_shift_px <= 8:
+            raise HyperparameterError(f"tta_shift_px={hp.tta_shift_px} is not in 0..8")
         if hp.parallel_networks < 0:
             raise HyperparameterError(f"parallel_networks={hp.parallel_networks} is not >= 0")
         if hp.ensemble_size < 1:
@@ -140,6 +148,26 @@ def augment(images: torch.Tensor, hp: Hyperparameters, auto: AutoAugment | None)
     return out
 
 
+def cutmix(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Paste one random box of each image's partner (a permutation of the batch) into it; returns the mixed
+    batch, the partners' indices and the share of pixels each image keeps (its label's weight in the loss)."""
+    n, _, h, w = x.shape
+    partner = torch.randperm(n)
+    area = float(torch.rand(()))  # the box's share of the image, before clipping at the edges
+    bh, bw = int(h * math.sqrt(area)), int(w * math.sqrt(area))
+    cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+    y0, y1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h)
+    x0, x1 = max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
+    mixed = x.clone()
+    mixed[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]
+    return mixed, partner, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+
+
+def model_meta(hp: Hyperparameters) -> ModelMeta:
+    """What model.json says of a model trained with `hp` (before training adds its threshold and metrics)."""
+    return ModelMeta(width=hp.width, tta_shift_px=hp.tta_shift_px, hyperparameters=asdict(hp))
+
+
 def train_network(
     train_set: ImageSet, hp: Hyperparameters, seed: int, desc: str = "train", position: int = 0
 ) -> torch.nn.Module:
@@ -171,9 +199,15 @@ def train_network(
                 idx = order[start : start + hp.batch_size]
                 x = ((batch_images[idx].float() - mean) / std).contiguous(memory_format=torch.channels_last)
                 y = labels[idx]
+                mixed = hp.cutmix > 0 and float(torch.rand(())) < hp.cutmix
+                if mixed:
+                    x, partner, kept = cutmix(x)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=hp.bf16):
                     logits = net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=hp.label_smoothing)
+                if mixed:
+                    partner_loss = F.cross_entropy(logits.float(), y[partner], label_smoothing=hp.label_smoothing)
+                    loss = kept * loss + (1 - kept) * partner_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -263,7 +297,7 @@ def _train_job(job: NetworkJob, hp: Hyperparameters, threads: int | None, positi
     net = train_network(job.images, hp, seed=job.seed, desc=job.desc, position=position)
     held = None
     if job.held_out is not None:
-        held = Classifier([net], ModelMeta(width=hp.width)).logits(job.held_out)
+        held = Classifier([net], model_meta(hp)).logits(job.held_out)
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}, held
 
 
@@ -337,7 +371,7 @@ def train_model(
         networks = [net for net, _ in train_networks(jobs, hp)]
         held_out, source = validation, f"validation split ({len(validation) if validation else 0} images)"
     train_seconds = time.perf_counter() - start
-    meta = ModelMeta(width=hp.width, hyperparameters=asdict(hp))
+    meta = model_meta(hp)
     classifier = Classifier(networks, meta)
     n_member_images = sum(len(train_set) - (len(held_out) // len(networks) if cross_fit else 0) for _ in networks)
     metrics = {

@@ -44,7 +44,12 @@ def test_hyperparameters_parse_sagemaker_strings():
 
 @pytest.mark.parametrize(
     ("raw", "message"),
-    [({"epoch": "3"}, "unknown hyperparameters"), ({"epochs": "three"}, "epochs"), ({"bf16": "maybe"}, "bf16")],
+    [
+        ({"epoch": "3"}, "unknown hyperparameters"),
+        ({"epochs": "three"}, "epochs"),
+        ({"bf16": "maybe"}, "bf16"),
+        ({"cutmix": "1.5"}, "cutmix"),
+    ],
 )
 def test_bad_hyperparameters_are_named(raw, message):
     with pytest.raises(HyperparameterError, match=message):
@@ -56,6 +61,23 @@ def test_augment_keeps_shape_and_dtype():
     out = train.augment(images, Hyperparameters(), None)
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert not torch.equal(out, images)
+
+
+def test_cutmix_pastes_one_box_of_each_partner_and_weighs_by_the_pixels_kept():
+    torch.manual_seed(3)
+    x = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 32, 32).contiguous()  # image i is all i
+    mixed, partner, kept = train.cutmix(x)
+    for i in range(6):
+        own = (mixed[i] == i).float().mean().item()
+        assert own == pytest.approx(kept) or partner[i] == i  # an image paired with itself keeps everything
+        assert set(mixed[i].unique().tolist()) <= {float(i), float(partner[i])}
+    assert 0.0 <= kept < 1.0  # seed 3 cuts a box
+    assert torch.equal(x, torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 32, 32))  # untouched
+
+
+def test_training_with_cutmix_runs(tmp_path):
+    metrics = train.train_from_folder(make_folder(tmp_path / "data"), tmp_path / "model", {**TINY, "cutmix": "1"})
+    assert metrics["n_train_images"] == 16
 
 
 def opt_ml_tree(root: Path, hyperparameters: dict) -> Path:
