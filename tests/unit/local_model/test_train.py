@@ -20,6 +20,7 @@ TINY = {
     "width": "4",
     "batch_size": "8",
     "autoaugment": "false",
+    "cutmix": "0",  # tested on its own below
     "bf16": "false",
     "ensemble_size": "1",
     "parallel_networks": "1",
