@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from folds import FOLD_SEED, add_fold_arguments, append_json, prepare, run_folds
+from folds import folds as fold_indices
 
 from cloud.defaults import DEFAULT_CONFIDENCE_THRESHOLD
 from local_model.baseline import build_baseline
@@ -177,32 +178,52 @@ def write_recipe_calibration(path: Path, hp: Hyperparameters, folds, nested_pool
     return calibration
 
 
-def load_scores(folders: list[Path], networks: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def rescore(folder: Path, held_out: list[np.ndarray], data, shift_px: int) -> list[dict]:
+    """Each fold's saved model (fold-K-model/) scoring its held-out images again with `shift_px` test-time shifts."""
+    folds = []
+    for k, held in enumerate(held_out):
+        model_dir = folder / f"fold-{k + 1}-model"
+        if not model_dir.is_dir():
+            raise SystemExit(f"no {model_dir.name} in {folder}: --tta-shift-px needs the saved models")
+        classifier = load_model_dir(model_dir)
+        classifier.meta.tta_shift_px = shift_px
+        logits = classifier.logits(data.images[held]).numpy()
+        folds.append({"logits": logits, "labels": data.labels[held], "views": classifier.view_count()})
+    return folds
+
+
+def load_scores(
+    folders: list[Path], networks: int = 0, rescored: list[list[dict]] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each saved fold's (probabilities, labels). Several folders (runs of the same folds with other seeds) make
     one larger ensemble: their saved logits (networks x views, images, classes) are put together. With `networks`,
-    the first that many networks only."""
-    runs = []
-    for folder in folders:
+    the first that many networks only; with `rescored`, those scores (`rescore`) instead of the saved ones. Prints
+    how many wrong answers every network of the ensemble gets wrong (no ensemble can route those right)."""
+    runs = rescored or []
+    for folder in folders if rescored is None else []:
         files = sorted(folder.glob("fold-*.npz"), key=lambda f: int(f.stem.split("-")[1]))
         if not files:
             raise SystemExit(f"no fold-K.npz in {folder}")
         runs.append([np.load(f) for f in files])
     if len({len(run) for run in runs}) > 1:
         raise SystemExit(f"the folders hold different numbers of folds: {[len(run) for run in runs]}")
-    folds = []
+    folds, wrong, every_network_wrong = [], 0, 0
     for saved in zip(*runs, strict=True):
         labels = saved[0]["labels"]
         if any(not np.array_equal(s["labels"], labels) for s in saved):
             raise SystemExit("the folders' folds hold different images: not runs of the same folds")
-        if networks or len(saved) > 1:
-            views = {int(s["views"]) if "views" in s else 2 for s in saved}  # flip TTA, the default
-            if len(views) > 1:
-                raise SystemExit(f"the folders' models used different test-time views: {sorted(views)}")
-            logits = np.concatenate([s["logits"] for s in saved])[: networks * views.pop() if networks else None]
-            probs = probabilities(torch.as_tensor(logits)).numpy()
-        else:
-            probs = saved[0]["probs"]
+        views = {int(s["views"]) if "views" in s else 2 for s in saved}  # flip TTA, the default
+        if len(views) > 1:
+            raise SystemExit(f"the folders' models used different test-time views: {sorted(views)}")
+        n_views = views.pop()
+        logits = torch.as_tensor(np.concatenate([s["logits"] for s in saved])[: networks * n_views or None])
+        as_saved = len(saved) == 1 and not networks and rescored is None  # at the model's own temperature
+        probs = saved[0]["probs"] if as_saved else probabilities(logits).numpy()
         folds.append((probs, labels))
+        per_network = torch.softmax(logits, -1).view(-1, n_views, *logits.shape[1:]).mean(1).argmax(-1).numpy()
+        wrong += int((probs.argmax(1) != labels).sum())
+        every_network_wrong += int((per_network != labels).all(0).sum())
+    print(f"wrong answers: {wrong}; wrong in every one of the ensemble's networks: {every_network_wrong}")
     return folds
 
 
@@ -219,6 +240,12 @@ def main() -> int:
     )
     parser.add_argument("--networks", type=int, default=0, help="with --from-scores: use the first N networks only")
     parser.add_argument(
+        "--tta-shift-px",
+        type=int,
+        metavar="N",
+        help="with --from-scores: score the held-out images again with the saved models and N px test-time shifts",
+    )
+    parser.add_argument(
         "--write-recipe-calibration",
         type=Path,
         metavar="FILE",
@@ -228,7 +255,11 @@ def main() -> int:
     hp, data = prepare(args)
     target = hp.routed_precision_target
     if args.from_scores:
-        folds = load_scores(args.from_scores, args.networks)
+        rescored = None
+        if args.tta_shift_px is not None:
+            held_out = [held for _, _, held in fold_indices(data, args)]
+            rescored = [rescore(folder, held_out, data, args.tta_shift_px) for folder in args.from_scores]
+        folds = load_scores(args.from_scores, args.networks, rescored)
         summary = {"hyperparameters": vars(hp), "folds": len(folds), "from_scores": [str(f) for f in args.from_scores]}
     else:
         fold_no = [0]
