@@ -121,7 +121,7 @@ class Classifier:
 
     def predict_proba(self, images_uint8: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class probabilities, shape (N, num_classes): softmax(logits / temperature) averaged over members
-        and flips."""
+        and views."""
         return probabilities(self.logits(images_uint8), self.meta.temperature).numpy()
 
 

@@ -66,8 +66,8 @@ class Hyperparameters:
     crop_pad_px: int = 4  # reflect padding before the random 32x32 crop
     # CutMix (Yun et al. 2019): the share of batches in which each image gets a box of another image's pixels
     # (area ~ U(0, 1)) and the loss weighs both labels by their areas; 0 = off. Half the batches: on 5 folds the
-    # pair's wrong answers fell below its right ones' scores (coverage at precision 0.99: 0.856 -> 0.894) for
-    # 0.4 points of accuracy; every batch cost 1.2 points and routed less (0.805). docs/measured.md.
+    # pair ranks its wrong answers lower (coverage at routed precision 0.99: 0.856 -> 0.894 and 0.904 in two
+    # draws) for 0.4 points of accuracy; every batch cost 1.2 points and routed less (0.805). docs/measured.md.
     cutmix: float = 0.5
     # Held out (when there is no validation channel) to choose the threshold and the drift baseline on; 0 = none,
     # and then the recipe's cross-fitted ones apply when these are the recipe's hyperparameters (local_model/recipe.py)
