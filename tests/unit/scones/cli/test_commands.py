@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 
 from cloud.artifacts import build_artifacts
 from lambdas.contract import CLASSES, DEFAULT_CONFIDENCE_THRESHOLD
-from local_model.capture import build_capture_record, capture_file_name
 from local_model.classifier import load_model_dir, pack_model_tar
 from scones import cli
 from scones.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from scones.local.state_file import CorruptStateError, SessionState, read_state, write_state
 from scones.pipeline import steps
+from tests.helpers.captures import write_capture_file
 from tests.helpers.image_samples import make_model_dir
 
 COMMANDS = (
@@ -375,12 +375,7 @@ def test_dry_run_of_a_promotion_without_a_local_test_fails_and_says_why(trained_
 
 
 def write_captures(folder: Path, answers: list[list[float]]) -> None:
-    now = datetime.now(UTC)
-    records = [build_capture_record(b"\x89PNG", "image/png", json.dumps(a), "application/json") for a in answers]
-    lines = [json.dumps(record) for record in records]
-    path = folder / capture_file_name("scones-image-classifier", now)
-    path.parent.mkdir(parents=True)
-    path.write_text("\n".join(lines) + "\n")
+    write_capture_file(folder, answers, datetime.now(UTC))
 
 
 def test_captures_from_a_folder_summarizes_and_plots(tmp_path, workdir):

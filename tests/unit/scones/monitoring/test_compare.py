@@ -9,33 +9,17 @@ from datetime import UTC, datetime
 import numpy as np
 from typer.testing import CliRunner
 
-from local_model.capture import build_capture_record, capture_file_name
 from local_model.capture_reader import ALL_VARIANTS, read_captured_inferences
 from scones import cli
 from scones.errors import EXIT_OK
 from scones.monitoring.compare import answer_drift, compare_records, format_comparison
-from tests.helpers.image_samples import png_rgba
+from tests.helpers.captures import write_capture_file
 
 START = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 
 
 def write(folder, variant, answers, ids):
-    path = folder / capture_file_name("scones-image-classifier", START, variant_name=variant)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        json.dumps(
-            build_capture_record(
-                png_rgba(seed=i),
-                "image/png",
-                json.dumps(a),
-                "application/json",
-                inference_id=ids[i],
-                inference_time=START,
-            )
-        )
-        for i, a in enumerate(answers)
-    ]
-    path.write_text("\n".join(lines) + "\n")
+    write_capture_file(folder, answers, START, variant=variant, inference_ids=ids)
 
 
 def captured(tmp_path):

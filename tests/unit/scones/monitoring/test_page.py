@@ -4,7 +4,7 @@ headless browser), the counts of what could not be read, and the drift section a
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from local_model.baseline import build_baseline, save_baseline
-from local_model.capture import build_capture_record, capture_file_name
 from scones import cli
 from scones.errors import EXIT_FAILED, EXIT_OK
-from tests.helpers.image_samples import png_rgba
+from tests.helpers.captures import write_capture_file
 
 START = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 CLASSES = ["bicycle", "motorcycle"]
@@ -28,21 +27,7 @@ def scores(rng: np.random.Generator, n: int, low: float, high: float) -> list[li
 
 
 def write_captures(folder: Path, answers: list[list[float]], extra_lines: tuple[str, ...] = ()) -> None:
-    path = folder / capture_file_name("scones-image-classifier", START)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        json.dumps(
-            build_capture_record(
-                png_rgba(seed=i),
-                "image/png",
-                json.dumps(answer),
-                "application/json",
-                inference_time=START + timedelta(seconds=7 * i),
-            )
-        )
-        for i, answer in enumerate(answers)
-    ]
-    path.write_text("\n".join([*lines, *extra_lines]) + "\n")
+    write_capture_file(folder, answers, START, seconds_apart=7, extra_lines=extra_lines)
 
 
 def monitor(*args) -> dict:
