@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance
 
 NUM_BINS = 10  # magnitude bins 0..9, spread linearly over each op's range
 
@@ -71,26 +71,75 @@ def magnitude(op: str, level: int, size: tuple[int, int]) -> float:
     return float(round(value)) if op == "Posterize" else value
 
 
+def _pillow(op):
+    """An op done by Pillow, as a function of an HWC uint8 array (and the magnitude) to a new one."""
+    return lambda a, m: np.asarray(op(Image.fromarray(a), m))
+
+
 def _affine(img: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
     # Pillow maps each output pixel (x, y) to input (a x + b y + c, d x + e y + f); outside is black.
     return img.transform(img.size, Image.Transform.AFFINE, matrix, Image.Resampling.NEAREST, fillcolor=0)
 
 
+def _per_channel_lut(a: np.ndarray, luts: list[np.ndarray]) -> np.ndarray:
+    out = np.empty_like(a)
+    for c, lut in enumerate(luts):
+        out[..., c] = lut[a[..., c]]
+    return out
+
+
+IDENTITY = np.arange(256)
+
+
+def autocontrast(a: np.ndarray) -> np.ndarray:
+    """Pillow's ImageOps.autocontrast (no cutoff) of an HWC uint8 array, in numpy: each channel stretched so its
+    darkest value becomes 0 and its brightest 255. The same lookup tables, built without Pillow's Python loops
+    (tests/unit/local_model/test_augment.py compares the two)."""
+    luts = []
+    for c in range(a.shape[-1]):
+        present = np.flatnonzero(np.bincount(a[..., c].ravel(), minlength=256))
+        lo, hi = int(present[0]), int(present[-1])
+        if hi <= lo:
+            luts.append(IDENTITY)
+            continue
+        scale = 255.0 / (hi - lo)
+        luts.append(np.clip((IDENTITY * scale + -lo * scale).astype(np.int64), 0, 255))
+    return _per_channel_lut(a, luts).astype(np.uint8)
+
+
+def equalize(a: np.ndarray) -> np.ndarray:
+    """Pillow's ImageOps.equalize of an HWC uint8 array, in numpy: each channel's histogram made uniform."""
+    luts = []
+    for c in range(a.shape[-1]):
+        h = np.bincount(a[..., c].ravel(), minlength=256)
+        present = h[h > 0]
+        step = (int(present.sum()) - int(present[-1])) // 255 if len(present) > 1 else 0
+        if not step:
+            luts.append(IDENTITY)
+            continue
+        before = np.concatenate(([0], np.cumsum(h)[:-1]))  # pixels below each value
+        luts.append(np.clip((step // 2 + before) // step, 0, 255))
+    return _per_channel_lut(a, luts).astype(np.uint8)
+
+
+# Each op maps an HWC uint8 array and a signed magnitude to a new array. The geometric and enhance ops are
+# Pillow's; the five lookup-table ops are numpy (Pillow builds their tables in Python, which made them half of
+# the augmentation's time), with the same results as Pillow's.
 OPS = {
-    "ShearX": lambda img, m: _affine(img, (1, m, 0, 0, 1, 0)),
-    "ShearY": lambda img, m: _affine(img, (1, 0, 0, m, 1, 0)),
-    "TranslateX": lambda img, m: _affine(img, (1, 0, -m, 0, 1, 0)),  # m > 0 moves right
-    "TranslateY": lambda img, m: _affine(img, (1, 0, 0, 0, 1, -m)),  # m > 0 moves down
-    "Rotate": lambda img, m: img.rotate(m, Image.Resampling.NEAREST, fillcolor=0),
-    "Brightness": lambda img, m: ImageEnhance.Brightness(img).enhance(1 + m),
-    "Color": lambda img, m: ImageEnhance.Color(img).enhance(1 + m),
-    "Contrast": lambda img, m: ImageEnhance.Contrast(img).enhance(1 + m),
-    "Sharpness": lambda img, m: ImageEnhance.Sharpness(img).enhance(1 + m),
-    "Posterize": lambda img, m: ImageOps.posterize(img, int(m)),
-    "Solarize": lambda img, m: ImageOps.solarize(img, m),
-    "AutoContrast": lambda img, _: ImageOps.autocontrast(img),
-    "Equalize": lambda img, _: ImageOps.equalize(img),
-    "Invert": lambda img, _: ImageOps.invert(img),
+    "ShearX": _pillow(lambda img, m: _affine(img, (1, m, 0, 0, 1, 0))),
+    "ShearY": _pillow(lambda img, m: _affine(img, (1, 0, 0, m, 1, 0))),
+    "TranslateX": _pillow(lambda img, m: _affine(img, (1, 0, -m, 0, 1, 0))),  # m > 0 moves right
+    "TranslateY": _pillow(lambda img, m: _affine(img, (1, 0, 0, 0, 1, -m))),  # m > 0 moves down
+    "Rotate": _pillow(lambda img, m: img.rotate(m, Image.Resampling.NEAREST, fillcolor=0)),
+    "Brightness": _pillow(lambda img, m: ImageEnhance.Brightness(img).enhance(1 + m)),
+    "Color": _pillow(lambda img, m: ImageEnhance.Color(img).enhance(1 + m)),
+    "Contrast": _pillow(lambda img, m: ImageEnhance.Contrast(img).enhance(1 + m)),
+    "Sharpness": _pillow(lambda img, m: ImageEnhance.Sharpness(img).enhance(1 + m)),
+    "Posterize": lambda a, m: a & np.uint8(~(2 ** (8 - int(m)) - 1) & 0xFF),
+    "Solarize": lambda a, m: np.where(a < m, a, 255 - a).astype(np.uint8),
+    "AutoContrast": lambda a, _: autocontrast(a),
+    "Equalize": lambda a, _: equalize(a),
+    "Invert": lambda a, _: 255 - a,
 }
 
 
@@ -102,16 +151,22 @@ class AutoAugment:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """Augment one CHW uint8 RGB image; returns a new CHW uint8 tensor (or `image` if no op fired)."""
+        out = self.augment_hwc(image.permute(1, 2, 0).numpy())
+        return image if out is None else torch.from_numpy(np.array(out)).permute(2, 0, 1)
+
+    def augment_hwc(self, image: np.ndarray) -> np.ndarray | None:
+        """Augment one HWC uint8 RGB array; a new array, or None if no op fired. Draws from torch's generator
+        exactly as many numbers, in the same order, whatever fires."""
         sub_policy = self.policy[int(torch.randint(len(self.policy), ()))]
         draws = torch.rand(len(sub_policy), 2).tolist()  # per step: does it fire, is it negated
-        img = None  # converted to Pillow only when an op fires
+        out = None
         for (op, probability, level), (fire, sign) in zip(sub_policy, draws, strict=True):
             if fire >= probability:
                 continue
-            if img is None:
-                img = Image.fromarray(image.permute(1, 2, 0).numpy())
-            m = 0.0 if level is None else magnitude(op, level, img.size)
+            if out is None:
+                out = np.ascontiguousarray(image)
+            m = 0.0 if level is None else magnitude(op, level, (out.shape[1], out.shape[0]))
             if level is not None and RANGES[op][2] and sign < 0.5:
                 m = -m
-            img = OPS[op](img, m)
-        return image if img is None else torch.from_numpy(np.array(img)).permute(2, 0, 1)
+            out = OPS[op](out, m)
+        return out

@@ -132,14 +132,19 @@ def augment(images: torch.Tensor, hp: Hyperparameters, auto: AutoAugment | None)
     n, _, h, w = images.shape
     p = hp.crop_pad_px
     padded = F.pad(images, (p, p, p, p), mode="reflect") if p else images
-    offsets = torch.randint(0, 2 * p + 1, (n, 2)).tolist()
-    flips = (torch.rand(n) < 0.5).tolist()
-    out = torch.empty_like(images)
-    for i, ((dy, dx), flip) in enumerate(zip(offsets, flips, strict=True)):
-        img = padded[i, :, dy : dy + h, dx : dx + w]
-        if flip:
-            img = img.flip(2)
-        out[i] = auto(img) if auto is not None else img
+    offsets = torch.randint(0, 2 * p + 1, (n, 2))
+    flips = torch.rand(n) < 0.5
+    # Every image's crop (and flip) at once, as one gather from the padded batch.
+    rows = offsets[:, 0, None] + torch.arange(h)  # (n, h)
+    cols = offsets[:, 1, None] + torch.where(flips[:, None], torch.arange(w - 1, -1, -1), torch.arange(w))
+    out = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (n, h, w, C)
+    if auto is not None:
+        hwc = out.numpy()
+        for i in range(n):
+            augmented = auto.augment_hwc(hwc[i])
+            if augmented is not None:
+                hwc[i] = augmented
+    out = out.permute(0, 3, 1, 2).contiguous()
     if hp.cutout_px:
         c = hp.cutout_px
         cy, cx = torch.randint(0, h, (n, 1)), torch.randint(0, w, (n, 1))

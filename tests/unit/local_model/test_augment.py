@@ -1,9 +1,13 @@
-"""AutoAugment with Pillow: the policy table, each op, identity magnitudes and determinism per seed."""
+"""AutoAugment: the policy table, each op, identity magnitudes, determinism per seed, the numpy lookup-table ops
+against Pillow's, and the training augmentation against a plain per-image one."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
 
 from local_model import train
 from local_model.augment import CIFAR10_POLICY, NUM_BINS, OPS, RANGES, AutoAugment, magnitude
@@ -92,3 +96,67 @@ def test_the_training_augmentation_with_autoaugment_keeps_shape_and_dtype():
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     out = train.augment(images, Hyperparameters(), AutoAugment())
     assert out.shape == images.shape and out.dtype == torch.uint8
+
+
+def lut_op_cases() -> list[np.ndarray]:
+    """HWC images for the lookup-table ops: noise, nearly constant, two-valued, bright-only and constant ones."""
+    rng = np.random.default_rng(0)
+    cases = [np.full((32, 32, 3), v, np.uint8) for v in (0, 7, 255)]
+    for k in range(40):
+        a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        if k % 4 == 1:
+            a = np.where(rng.random(a.shape) < 0.98, 200, a).astype(np.uint8)
+        elif k % 4 == 2:
+            a = (a // 128 * 255).astype(np.uint8)
+        elif k % 4 == 3:
+            a = rng.integers(250, 256, a.shape, dtype=np.uint8)
+        cases.append(a)
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("op", "magnitudes", "pillow"),
+    [
+        ("AutoContrast", [0.0], lambda img, _: ImageOps.autocontrast(img)),
+        ("Equalize", [0.0], lambda img, _: ImageOps.equalize(img)),
+        ("Invert", [0.0], lambda img, _: ImageOps.invert(img)),
+        ("Solarize", [0.0, 28.3, 113.3, 227.7, 255.0], ImageOps.solarize),
+        ("Posterize", [4.0, 5.0, 6.0, 8.0], lambda img, m: ImageOps.posterize(img, int(m))),
+    ],
+)
+def test_the_numpy_lookup_table_ops_give_pillows_results(op, magnitudes, pillow):
+    for a in lut_op_cases():
+        for m in magnitudes:
+            out = OPS[op](a, m)
+            assert out.dtype == np.uint8
+            np.testing.assert_array_equal(out, np.asarray(pillow(Image.fromarray(a), m)), err_msg=f"{op} {m}")
+
+
+@pytest.mark.parametrize("pad", [4, 0])
+def test_the_training_crop_and_flip_are_a_plain_per_image_crop_and_flip(pad):
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    hp = Hyperparameters(crop_pad_px=pad, cutout_px=0, autoaugment=False)
+    torch.manual_seed(5)
+    out = train.augment(images, hp, None)
+    torch.manual_seed(5)  # the same draws, in the same order, as augment makes them
+    offsets = torch.randint(0, 2 * pad + 1, (64, 2)).tolist()
+    flips = (torch.rand(64) < 0.5).tolist()
+    padded = F.pad(images, (pad,) * 4, mode="reflect") if pad else images
+    for i, ((dy, dx), flip) in enumerate(zip(offsets, flips, strict=True)):
+        crop = padded[i, :, dy : dy + 32, dx : dx + 32]
+        assert torch.equal(out[i], crop.flip(2) if flip else crop), i
+    assert 0 < sum(flips) < 64 and out.is_contiguous()
+
+
+def test_the_training_augmentation_applies_the_policy_image_by_image():
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    hp = Hyperparameters(crop_pad_px=0, cutout_px=0)
+    torch.manual_seed(7)
+    out = train.augment(images, hp, AutoAugment())
+    torch.manual_seed(7)
+    torch.randint(0, 1, (32, 2))  # the crop offsets and flips augment draws before the policy's draws
+    flips = (torch.rand(32) < 0.5).tolist()
+    auto = AutoAugment()
+    expected = torch.stack([auto(img.flip(2) if flip else img) for img, flip in zip(images, flips, strict=True)])
+    assert torch.equal(out, expected)
+    assert not torch.equal(out, torch.stack([img.flip(2) if f else img for img, f in zip(images, flips, strict=True)]))
