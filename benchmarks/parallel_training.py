@@ -20,6 +20,7 @@ import torch
 
 from local_model.data import load_image_folder
 from local_model.train import Hyperparameters, NetworkJob, train_networks
+from scones.pipeline.steps import parse_overrides
 
 
 def main() -> int:
@@ -30,12 +31,15 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=40, help="per network (the recipe: 200; time scales with it)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ways", choices=["both", "at-once", "one-after-another"], default="both")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override")
     args = parser.parse_args()
     data = load_image_folder(args.data_dir)
     images = data.subset(np.arange(min(args.images, len(data))))
-    hp = replace(Hyperparameters(), epochs=args.epochs)
+    hp = Hyperparameters.from_dict({**parse_overrides(args.set), "epochs": args.epochs})
     jobs = [NetworkJob(images, seed, f"net {seed + 1}") for seed in range(args.networks)]
     print(f"{args.networks} networks x {args.epochs} epochs on {len(images)} images, {torch.get_num_threads()} threads")
+    if args.set:
+        print(f"  with {', '.join(args.set)}")
     seconds: dict[str, list[float]] = {"one after another": [], "at once": []}
     for _ in range(args.rounds):
         for name, parallel in (("one after another", 1), ("at once", 0)):
