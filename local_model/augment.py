@@ -1,5 +1,5 @@
 """AutoAugment's CIFAR-10 policy (Cubuk et al. 2019, "AutoAugment: Learning Augmentation Policies from Data")
-done with Pillow, drawing its randomness from torch's generator so a seed fixes the whole training run.
+done with Pillow and numpy, drawing its randomness from torch's generator so a seed fixes the whole training run.
 
 It exists because torchvision cannot be installed beside the CPU-only torch build: PyPI's torchvision
 wheels link libtorch_cuda.so and fail to import ("operator torchvision::nms does not exist"). The

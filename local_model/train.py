@@ -61,7 +61,7 @@ class Hyperparameters:
     # Networks trained at once, each in a process of its own with an equal share of torch's threads (0 = as many
     # as torch has threads, 1 = one after another in this process).
     parallel_networks: int = 0
-    autoaugment: bool = True  # AutoAugment's CIFAR-10 policy per image (local_model/augment.py, Pillow)
+    autoaugment: bool = True  # AutoAugment's CIFAR-10 policy per image (local_model/augment.py)
     cutout_px: int = 8  # side of the square zeroed at a random place (0 = off)
     crop_pad_px: int = 4  # reflect padding before the random 32x32 crop
     # CutMix (Yun et al. 2019): the share of batches in which each image gets a box of another image's pixels
